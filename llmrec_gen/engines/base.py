@@ -1,0 +1,108 @@
+"""The one inference-engine interface (shaped like vLLM's ``LLM.generate``).
+
+An engine is built once (it loads the model) and then called in batches::
+
+    engine = make_engine("transformers", model="default")
+    outs = engine.generate(prompts, GenerationParams(max_new_tokens=128))
+
+Engine arguments (how to run: model, dtype, device) are constructor arguments; generation
+parameters (what to generate) travel in :class:`GenerationParams`, per call.
+A prompt is either plain text or a list of chat messages ``[{"role": ..., "content": ...}]``;
+engines apply the model's chat template to messages when the model has one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What to generate (per call).
+
+    Attributes:
+        max_new_tokens: cap on generated tokens per prompt (a 10-title list needs ~120).
+        temperature: 0 means greedy/beam (deterministic); > 0 samples.
+        top_p: nucleus sampling mass (only when sampling).
+        num_beams: beam width for free generation (1 = greedy).
+        seed: RNG seed for sampling, so sampled runs are reproducible.
+        stop: strings that end generation early (the text is cut before them).
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One prompt's output.
+
+    Attributes:
+        text: the generated continuation (prompt excluded, cut at the first stop string).
+        n_prompt_tokens: prompt length in tokens (after the chat template).
+        n_generated_tokens: number of generated tokens.
+    """
+
+    text: str
+    n_prompt_tokens: int = 0
+    n_generated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ConstrainedGeneration:
+    """Top-k catalog titles from decoding constrained to a set of allowed titles.
+
+    Attributes:
+        titles: allowed titles, best first (every entry is one of the allowed titles).
+        scores: the sequence log-probability (or beam score) of each title, aligned.
+    """
+
+    titles: list[str]
+    scores: list[float] = field(default_factory=list)
+
+
+class Engine(ABC):
+    """Base class for inference backends (transformers, vLLM, OpenAI-compatible server)."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | None = None,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Generate one continuation per prompt, batched; output order = input order.
+
+        Args:
+            prompts: plain strings or chat-message lists.
+            params: generation parameters (defaults when ``None``).
+            adapter: optional LoRA adapter (path for local engines, served name for OpenAI).
+        """
+
+    def generate_constrained(
+        self,
+        prompts: Sequence[Prompt],
+        allowed: Sequence[Sequence[str]],
+        k: int,
+        adapter: str | None = None,
+    ) -> list[ConstrainedGeneration]:
+        """Decode with output restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
+
+        Engines that cannot constrain decoding raise :class:`~llmrec_gen.errors.EngineUnavailableError`.
+        """
+        from llmrec_gen.errors import EngineUnavailableError
+
+        raise EngineUnavailableError(f"engine '{self.name}' does not support constrained decoding")
+
+    def close(self) -> None:
+        """Release resources (processes, GPU memory). Safe to call twice."""
