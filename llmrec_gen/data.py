@@ -495,6 +495,16 @@ class TrainData:
         grouped = self.interactions.groupby("user_id", sort=False)["item_id"]
         return {u: g.to_numpy() for u, g in grouped}
 
+    @cached_property
+    def _rating_histories(self) -> dict[Any, np.ndarray]:
+        grouped = self.interactions.groupby("user_id", sort=False)["rating"]
+        return {u: g.to_numpy() for u, g in grouped}
+
+    def history_ratings(self, user_id: Any) -> np.ndarray:
+        """Ratings aligned with :meth:`history`."""
+        self.check_user(user_id)
+        return self._rating_histories[self._coerce_user(user_id)]
+
     def history(self, user_id: Any) -> np.ndarray:
         """A user's training items in chronological order (oldest first).
 
@@ -517,7 +527,7 @@ class TrainData:
         if self._coerce_user(user_id) not in self.user_index:
             raise UnknownUserError(
                 f"unknown user {user_id!r}: not in the training data "
-                f"({self.n_users} users, e.g. {self.user_ids[0]!r}..{self.user_ids[-1]!r})"
+                f"({self.n_users} users, IDs {self.user_ids[0]}..{self.user_ids[-1]})"
             )
 
     def _coerce_user(self, user_id: Any) -> Any:

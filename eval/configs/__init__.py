@@ -1,0 +1,1 @@
+"""Evaluation configs, shipped inside the package as ``llmrec_gen.eval_configs``."""

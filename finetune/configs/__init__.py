@@ -1,0 +1,1 @@
+"""Fine-tuning recipes, shipped inside the package as ``llmrec_gen.finetune_configs``."""

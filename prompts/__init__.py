@@ -1,0 +1,1 @@
+"""Prompt templates (Jinja2), shipped inside the package as ``llmrec_gen.prompts``."""
