@@ -27,6 +27,7 @@ import importlib.util
 import io
 import logging
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -98,12 +99,15 @@ def item_text(title: str, year: Any, genres: str) -> str:
 def load_dataset(source: str | Path = "ml-100k") -> Dataset:
     """Load a built-in dataset by name, or a dataset from a file/directory/zip.
 
+    A ``str`` equal to a built-in name loads the built-in; pass a :class:`~pathlib.Path` to load a
+    local directory of the same name.
+
     Raises:
         DataError: the source cannot be found or is malformed (one-line message naming the
             file, and the row/column where it applies).
     """
-    if str(source) in BUILTIN_DATASETS:
-        return _load_builtin(str(source))
+    if isinstance(source, str) and source in BUILTIN_DATASETS:
+        return _load_builtin(source)
     path = Path(source).expanduser()
     if not path.exists():
         known = ", ".join(BUILTIN_DATASETS)
@@ -154,7 +158,9 @@ def _load_directory(path: Path) -> Dataset:
         return load_recbole(path, name=inter[0].stem)
     for ext in (".csv", ".parquet"):
         if (path / f"interactions{ext}").exists():
-            return _load_generic(path / f"interactions{ext}", _find_beside(path / "x", "items"))
+            return _load_generic(
+                path / f"interactions{ext}", _find_beside(path / f"interactions{ext}", "items")
+            )
     raise DataError(
         f"{path}: unrecognised dataset directory (expected MovieLens u.data / ratings.dat / "
         "ratings.csv+movies.csv, RecBole *.inter+*.item, or interactions.csv+items.csv)"
@@ -187,7 +193,7 @@ def _load_zip(path: Path) -> Dataset:
 def _decode(raw: bytes, fname: str, encodings: Sequence[str] = ("utf-8",)) -> str:
     for enc in encodings:
         try:
-            return raw.decode(enc)
+            return raw.decode(enc).removeprefix("\ufeff")  # Excel writes a UTF-8 BOM
         except UnicodeDecodeError as exc:
             err = exc
     line = raw[: err.start].count(b"\n") + 1
@@ -220,7 +226,9 @@ def _split_title_year(title: str) -> tuple[str, Any]:
 
 def _movielens_100k(read: Any, name: str) -> Dataset:
     data = _read_table(_decode(read("u.data"), "u.data"), "u.data", sep="\t", header=None)
-    inter = _columns(data, "u.data", ["user_id", "item_id", "rating", "timestamp"])
+    if data.shape[1] != 4:
+        raise DataError(f"u.data: expected 4 tab-separated columns, got {data.shape[1]}")
+    inter = data.set_axis(list(INTERACTION_COLUMNS), axis=1)
     text = _decode(read("u.item"), "u.item", ("utf-8", "latin-1"))
     items = _read_table(text, "u.item", sep="|", header=None)
     if items.shape[1] < 5 + len(_ML_GENRES):
@@ -228,13 +236,19 @@ def _movielens_100k(read: Any, name: str) -> Dataset:
     genre_flags = items.iloc[:, 5 : 5 + len(_ML_GENRES)].to_numpy() == "1"
     titles, years = zip(*(_split_title_year(t) for t in items[1]), strict=True)
     dates = pd.to_datetime(items[2], format="%d-%b-%Y", errors="coerce")
-    years = [y if pd.notna(y) else (d.year if pd.notna(d) else pd.NA) for y, d in zip(years, dates)]
+    years = [
+        y if pd.notna(y) else (d.year if pd.notna(d) else pd.NA)
+        for y, d in zip(years, dates, strict=True)
+    ]
     catalog = pd.DataFrame(
         {
             "item_id": items[0],
             "title": titles,
             "year": years,
-            "genres": ["|".join(g for g, f in zip(_ML_GENRES, row) if f) for row in genre_flags],
+            "genres": [
+                "|".join(g for g, f in zip(_ML_GENRES, row, strict=True) if f and g != "unknown")
+                for row in genre_flags
+            ],
         }
     )
     return _finish(name, inter, catalog, "u.data", "u.item")
@@ -242,21 +256,23 @@ def _movielens_100k(read: Any, name: str) -> Dataset:
 
 def _movielens_1m(read: Any, name: str) -> Dataset:
     text = _decode(read("ratings.dat"), "ratings.dat", ("utf-8", "latin-1"))
-    rows = [line.split("::") for line in text.splitlines() if line.strip()]
-    inter = _rows_frame(rows, ["user_id", "item_id", "rating", "timestamp"], "ratings.dat")
+    inter = _rows_frame(text, ["user_id", "item_id", "rating", "timestamp"], "ratings.dat")
     text = _decode(read("movies.dat"), "movies.dat", ("utf-8", "latin-1"))
-    rows = [line.split("::") for line in text.splitlines() if line.strip()]
-    movies = _rows_frame(rows, ["item_id", "title", "genres"], "movies.dat")
+    movies = _rows_frame(text, ["item_id", "title", "genres"], "movies.dat")
     return _finish(name, inter, _movies_catalog(movies), "ratings.dat", "movies.dat")
 
 
 def _movielens_latest(read: Any, name: str) -> Dataset:
     ratings = _read_table(_decode(read("ratings.csv"), "ratings.csv"), "ratings.csv")
-    inter = _columns(ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}),
-                     "ratings.csv", list(INTERACTION_COLUMNS))
+    inter = _columns(
+        ratings.rename(columns={"userId": "user_id", "movieId": "item_id"}),
+        "ratings.csv",
+        list(INTERACTION_COLUMNS),
+    )
     movies = _read_table(_decode(read("movies.csv"), "movies.csv"), "movies.csv")
-    movies = _columns(movies.rename(columns={"movieId": "item_id"}), "movies.csv",
-                      ["item_id", "title", "genres"])
+    movies = _columns(
+        movies.rename(columns={"movieId": "item_id"}), "movies.csv", ["item_id", "title", "genres"]
+    )
     return _finish(name, inter, _movies_catalog(movies), "ratings.csv", "movies.csv")
 
 
@@ -268,10 +284,17 @@ def _movies_catalog(movies: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _rows_frame(rows: list[list[str]], columns: list[str], fname: str) -> pd.DataFrame:
-    for i, row in enumerate(rows, start=1):
+def _rows_frame(text: str, columns: list[str], fname: str) -> pd.DataFrame:
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        row = line.split("::")
         if len(row) != len(columns):
-            raise DataError(f"{fname}: line {i}: expected {len(columns)} '::' fields, got {len(row)}")
+            raise DataError(
+                f"{fname}: line {i}: expected {len(columns)} '::' fields, got {len(row)}"
+            )
+        rows.append(row)
     if not rows:
         raise DataError(f"{fname}: file is empty")
     return pd.DataFrame(rows, columns=columns)
@@ -285,12 +308,16 @@ def load_recbole(directory: str | Path, name: str | None = None) -> Dataset:
     for p in (inter_path, item_path):
         if not p.exists():
             raise DataError(f"{p}: file not found")
-    inter = _read_table(_decode(inter_path.read_bytes(), inter_path.name), inter_path.name, sep="\t")
+    inter = _read_table(
+        _decode(inter_path.read_bytes(), inter_path.name), inter_path.name, sep="\t"
+    )
     inter.columns = [c.split(":")[0] for c in inter.columns]
     inter = _columns(inter, inter_path.name, list(INTERACTION_COLUMNS))
     items = _read_table(_decode(item_path.read_bytes(), item_path.name), item_path.name, sep="\t")
     items.columns = [c.split(":")[0] for c in items.columns]
-    items = items.rename(columns={"movie_title": "title", "release_year": "year", "class": "genres"})
+    items = items.rename(
+        columns={"movie_title": "title", "release_year": "year", "class": "genres"}
+    )
     items = _columns(items, item_path.name, ["item_id", "title"])
     year = items["year"] if "year" in items else pd.Series([""] * len(items))
     genres = items["genres"] if "genres" in items else pd.Series([""] * len(items))
@@ -329,11 +356,22 @@ def _load_generic(inter_path: Path, items_path: Path) -> Dataset:
 def _read_any(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         try:
-            return pd.read_parquet(path).astype(str)
+            frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise DataError(f"{path.name}: cannot read parquet ({exc})") from None
+            raise DataError(f"{path.name}: cannot read parquet ({_first_line(exc)})") from None
+        # Same cells as the CSV reader: strings, missing values as "" (not "None"/"nan").
+        return frame.astype(str).mask(frame.isna(), "")
     sep = "\t" if path.suffix == ".tsv" else ","
     return _read_table(_decode(path.read_bytes(), path.name), path.name, sep=sep)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _scalar(value: Any) -> Any:
+    """Python scalar for messages (``1``, not ``np.int64(1)``)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _columns(df: pd.DataFrame, fname: str, required: list[str]) -> pd.DataFrame:
@@ -344,21 +382,27 @@ def _columns(df: pd.DataFrame, fname: str, required: list[str]) -> pd.DataFrame:
 
 
 def _numeric(series: pd.Series, fname: str, column: str, integer: bool) -> pd.Series:
-    values = pd.to_numeric(series, errors="coerce")
-    bad = values.isna() | ~np.isfinite(values.astype(float))
+    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    bad = ~np.isfinite(values)
+    if integer:  # beyond int64 (and any real clock): would wrap around silently
+        bad |= values.abs() >= 2.0**62
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             f"{fname}: row {row + 1}: column '{column}': cannot parse {series.iloc[row]!r} "
-            f"as a {'timestamp' if integer else 'number'}"
+            f"as a {'timestamp (seconds since 1970)' if integer else 'number'}"
         )
     return values.astype("int64") if integer else values.astype("float64")
 
 
 def _ids(series: pd.Series) -> pd.Series:
-    """Integer IDs when every ID is an integer (MovieLens), else strings (e.g. ASINs)."""
+    """Integer IDs when every ID is a canonical integer (MovieLens), else strings (e.g. ASINs).
+
+    IDs with leading zeros (ISBN-style ASINs such as ``"0001234567"``) or too long for int64 stay
+    strings, so that two distinct IDs never map to one integer.
+    """
     stripped = series.astype(str).str.strip()
-    if stripped.str.fullmatch(r"-?\d+").all():
+    if stripped.str.fullmatch(r"-?(0|[1-9]\d{0,17})").all():
         return stripped.astype("int64")
     return stripped
 
@@ -370,6 +414,8 @@ def _finish(
         raise DataError(f"{inter_file}: no interactions")
     if catalog.empty:
         raise DataError(f"{item_file}: no items")
+    _require_values(inter, ["user_id", "item_id"], inter_file)
+    _require_values(catalog, ["item_id", "title"], item_file)
     inter = pd.DataFrame(
         {
             "user_id": _ids(inter["user_id"]),
@@ -386,14 +432,14 @@ def _finish(
     dup = catalog["item_id"].duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(
-            f"{item_file}: row {row + 1}: duplicate item_id {catalog['item_id'].iloc[row]!r}"
-        )
+        item = _scalar(catalog["item_id"].iloc[row])
+        raise DataError(f"{item_file}: row {row + 1}: duplicate item_id {item!r}")
     unknown = ~inter["item_id"].isin(catalog["item_id"])
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
+        item = _scalar(inter["item_id"].iloc[row])
         raise DataError(
-            f"{inter_file}: row {row + 1}: item_id {inter['item_id'].iloc[row]!r} is not in "
+            f"{inter_file}: row {row + 1}: item_id {item!r} is not in "
             f"{item_file} ({int(unknown.sum())} such rows)"
         )
     catalog["title"] = catalog["title"].astype(str).str.strip()
@@ -401,25 +447,40 @@ def _finish(
     catalog["genres"] = catalog["genres"].fillna("").astype(str)
     if "text" not in catalog:
         catalog["text"] = [
-            item_text(t, y, g) for t, y, g in zip(catalog["title"], catalog["year"], catalog["genres"])
+            item_text(t, y, g)
+            for t, y, g in zip(catalog["title"], catalog["year"], catalog["genres"], strict=True)
         ]
     catalog = catalog[list(CATALOG_COLUMNS)].reset_index(drop=True)
     inter = inter.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
     return Dataset(name=name, interactions=inter, catalog=catalog)
 
 
+def _require_values(frame: pd.DataFrame, columns: list[str], fname: str) -> None:
+    for column in columns:
+        empty = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(f"{fname}: row {row + 1}: column '{column}' is empty")
+
+
 def _timestamps(series: pd.Series, fname: str) -> pd.Series:
+    """Seconds since the epoch from numbers (epoch seconds) or date strings (ISO 8601 etc.)."""
     as_num = pd.to_numeric(series, errors="coerce")
-    if as_num.notna().all():
+    if as_num.notna().mean() >= 0.5:  # numeric column: every row must be a number
         return _numeric(series, fname, "timestamp", integer=True)
-    parsed = pd.to_datetime(series, errors="coerce", utc=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": parsed per row
+        parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
+        if parsed.isna().any():
+            parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
     bad = parsed.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             f"{fname}: row {row + 1}: column 'timestamp': cannot parse {series.iloc[row]!r}"
         )
-    return (parsed.astype("int64") // 10**9).astype("int64")
+    # Whole seconds whatever the datetime resolution (pandas 3 may parse to "us" or "s").
+    return ((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("int64")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def load_template(name: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
     return template
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 
 
 def clean_text(text: str, max_chars: int = 120) -> str:
@@ -133,7 +133,9 @@ def format_title(title: str, year: Any) -> str:
     return f"{title} ({int(year)})" if pd.notna(year) else title
 
 
-def format_item(row: Any, fields: Sequence[str] = ("title", "year"), rating: float | None = None) -> str:
+def format_item(
+    row: Any, fields: Sequence[str] = ("title", "year"), rating: float | None = None
+) -> str:
     """Verbalize one catalog row with the chosen fields (title always included)."""
     text = format_title(row.title, row.year) if "year" in fields else clean_text(row.title)
     if "genres" in fields and row.genres:
@@ -177,6 +179,8 @@ class PromptBuilder:
     _loaded: PromptTemplate | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.history_len < 1:  # history[-0:] would silently show the whole history
+            raise TemplateError(f"history_len must be >= 1, got {self.history_len}")
         bad = [f for f in self.fields if f not in ITEM_FIELDS]
         if bad:
             raise TemplateError(f"unknown item field(s) {bad}; choose from {list(ITEM_FIELDS)}")
@@ -188,7 +192,9 @@ class PromptBuilder:
         assert self._loaded is not None
         return self._loaded.id
 
-    def history_items(self, train: TrainData, user_id: Any, fields: Sequence[str] | None = None) -> list[str]:
+    def history_items(
+        self, train: TrainData, user_id: Any, fields: Sequence[str] | None = None
+    ) -> list[str]:
         """The user's most recent ``history_len`` training items, verbalized, oldest first."""
         items = train.history(user_id)
         if len(items) == 0:
@@ -196,7 +202,9 @@ class PromptBuilder:
         ratings = train.history_ratings(user_id)[-self.history_len :]
         rows = train.items(items[-self.history_len :].tolist())
         use = fields or self.fields
-        return [format_item(r, use, float(x)) for r, x in zip(rows.itertuples(), ratings, strict=True)]
+        return [
+            format_item(r, use, float(x)) for r, x in zip(rows.itertuples(), ratings, strict=True)
+        ]
 
     def build(
         self,
@@ -219,10 +227,11 @@ class PromptBuilder:
             k: items to request (defaults to ``self.k``).
         """
         assert self._loaded is not None
+        own = train._coerce_user(user_id)  # "42", 42 and np.int64(42) are one user
         ctx = {
             "history": self.history_items(train, user_id),
             "k": k or self.k,
-            "demos": [d for d in demos if d.user_id != user_id][: self.n_demos],
+            "demos": [d for d in demos if train._coerce_user(d.user_id) != own][: self.n_demos],
             "candidates": [format_item(r) for r in train.items(list(candidates)).itertuples()],
             "target": format_item(train.items([target]).iloc[0]) if target is not None else "",
         }

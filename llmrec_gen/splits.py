@@ -13,12 +13,16 @@ Equal timestamps (MovieLens has many: ratings entered in one session) are ordere
 hash of ``(user_id, item_id)`` — deterministic for a seed, independent of the file's row order,
 and not correlated with item IDs (which in MovieLens follow release order).
 
+Exact duplicate events (same user, item and timestamp) are kept once, so one event cannot be both
+trained on and held out; the count is recorded as ``duplicates_dropped``.
+
 Positives: a held-out interaction is a ranking target if ``rating >= min_rating``;
 ``min_rating=None`` (default) makes every interaction a positive (implicit feedback).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -74,13 +78,21 @@ class Split:
         return {u: set(g.tolist()) for u, g in frame.groupby("user_id", sort=True)["item_id"]}
 
 
+def tie_break_key(interactions: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """A seeded hash of each row's ``(user_id, item_id)``: the order of equal timestamps.
+
+    IDs are hashed as text because pandas ignores ``hash_key`` for integer columns (the seed
+    would have no effect on MovieLens); the seed itself is hashed into the 16-byte key.
+    """
+    hash_key = hashlib.blake2b(str(seed).encode(), digest_size=8).hexdigest()
+    ids = interactions[["user_id", "item_id"]].astype(str)
+    return pd.util.hash_pandas_object(ids, index=False, hash_key=hash_key).to_numpy()
+
+
 def order_interactions(interactions: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Sort by user then time, breaking timestamp ties with a seeded ``(user, item)`` hash."""
-    key = pd.util.hash_pandas_object(
-        interactions[["user_id", "item_id"]], index=False, hash_key=f"{seed:016d}"[-16:]
-    )
     return (
-        interactions.assign(_tie=key.to_numpy())
+        interactions.assign(_tie=tie_break_key(interactions, seed))
         .sort_values(["user_id", "timestamp", "_tie"], kind="stable")
         .drop(columns="_tie")
         .reset_index(drop=True)
@@ -119,12 +131,16 @@ def split_dataset(
     if not 0 <= cold_start_fraction <= 1:
         raise ConfigError("split.cold_start_fraction: must be in [0, 1]")
     ordered = order_interactions(dataset.interactions, seed)
+    # The same event recorded twice must not land in train and in valid/test at once.
+    n_before = len(ordered)
+    ordered = ordered.drop_duplicates(["user_id", "item_id", "timestamp"], keep="last")
+    ordered = ordered.reset_index(drop=True)
     if protocol == "leave_last_out":
         train, valid, test = _leave_last_out(ordered)
     elif protocol == "global_timeline":
         if not (0 <= valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
             raise ConfigError("split.valid_frac/test_frac: need 0 <= valid, 0 < test, sum < 1")
-        train, valid, test = _global_timeline(ordered, valid_frac, test_frac)
+        train, valid, test = _global_timeline(ordered, valid_frac, test_frac, seed)
     else:
         raise ConfigError(f"split.protocol: unknown protocol {protocol!r}")
     if cold_start_fraction > 0:
@@ -143,10 +159,21 @@ def split_dataset(
         "test_interactions": len(test),
         "cold_start_fraction": cold_start_fraction,
         "cold_start_keep": cold_start_keep,
+        "duplicates_dropped": n_before - len(ordered),
+        # held-out users with no training interaction: nobody can score them (not evaluated)
+        "valid_users_without_train": _users_without_train(valid, train_data),
+        "test_users_without_train": _users_without_train(test, train_data),
     }
     if protocol == "global_timeline":
         info.update(valid_frac=valid_frac, test_frac=test_frac)
-    return Split(train_data, valid.reset_index(drop=True), test.reset_index(drop=True), cohorts, info)
+    return Split(
+        train_data, valid.reset_index(drop=True), test.reset_index(drop=True), cohorts, info
+    )
+
+
+def _users_without_train(held_out: pd.DataFrame, train: TrainData) -> int:
+    users = held_out["user_id"]
+    return int(users[~users.isin(train.user_ids)].nunique())
 
 
 def _leave_last_out(ordered: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
@@ -159,9 +186,11 @@ def _leave_last_out(ordered: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
 
 
 def _global_timeline(
-    ordered: pd.DataFrame, valid_frac: float, test_frac: float
+    ordered: pd.DataFrame, valid_frac: float, test_frac: float, seed: int
 ) -> tuple[pd.DataFrame, ...]:
-    order = np.lexsort((ordered.index.to_numpy(), ordered["timestamp"].to_numpy()))
+    # Equal timestamps at the cut are ordered by the seeded hash, not by user ID.
+    tie = tie_break_key(ordered, seed)
+    order = np.lexsort((ordered.index.to_numpy(), tie, ordered["timestamp"].to_numpy()))
     n = len(ordered)
     n_test, n_valid = int(round(n * test_frac)), int(round(n * valid_frac))
     rank = np.empty(n, dtype=np.int64)
@@ -182,7 +211,9 @@ def _simulate_cold_start(
     return train[~drop]
 
 
-def compute_cohorts(train: TrainData, *, head_share: float = 0.2, cold_user_max: int = 5) -> Cohorts:
+def compute_cohorts(
+    train: TrainData, *, head_share: float = 0.2, cold_user_max: int = 5
+) -> Cohorts:
     """Head/tail/cold items and cold users from training interactions only.
 
     Head items are the most popular items (ties by item index) whose cumulative share of train
