@@ -173,10 +173,8 @@ class LLMRecommender(Recommender):
             batch = prompts[start : start + self.batch_size]
             outs.extend(self.engine_.generate(batch, self._params(), adapter=self.adapter))
         titles = [parse_list(o.text) for o in outs]
-        grounded, _ = self.grounder.ground_batch(titles, seen, k)
-        extras = []
-        for out, tl, g in zip(outs, titles, grounded, strict=True):
-            extras.append({"text": out.text, **self.grounder.count(tl, g, seen_extra=None)})
+        grounded, stats = self.grounder.ground_each(titles, seen, k)
+        extras = [{"text": o.text, **s.counts()} for o, s in zip(outs, stats, strict=True)]
         return grounded, extras
 
     def _constrained(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:
@@ -197,7 +195,8 @@ class LLMRecommender(Recommender):
                 items = [GroundedTitle(t, by_title[t], "constrained", 1.0) for t in out.titles]
                 grounded.append(items)
                 n = len(out.titles)
-                extras.append({"text": "\n".join(out.titles), "generated": n, "valid": n})
+                extras.append({"text": "\n".join(out.titles), "generated": n, "valid": n,
+                               "constrained": n, "returned": n})
         return grounded, extras
 
     def _title_index(self) -> dict[str, Any]:
