@@ -135,10 +135,11 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
         if k < 1:
             raise ConfigError(f"ks: cutoffs must be >= 1, got {k}")
     for name in cfg.metrics:
-        try:
-            M.parse_metric(name)
-        except ValueError as exc:
-            raise ConfigError(f"metrics: {exc}") from None
+        if name.lower() not in {m.lower() for m in M.RANKING_METRICS}:
+            raise ConfigError(
+                f"metrics: unknown ranking metric {name!r} (choose from {list(M.RANKING_METRICS)};"
+                " cutoffs come from 'ks')"
+            )
     labels = [m.label for m in cfg.methods]
     if len(set(labels)) != len(labels):
         raise ConfigError("methods: two methods share a name; set distinct 'name' fields")
@@ -339,7 +340,7 @@ def _score(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     relevant = [targets[u] for u in users]
     per_user = M.ranking_metrics(ranked, relevant, cfg.ks)
-    wanted = {M.parse_metric(m)[0] for m in cfg.metrics}
+    wanted = {M.parse_metric(f"{m}@1")[0] for m in cfg.metrics}
     per_user = {k: v for k, v in per_user.items() if M.parse_metric(k)[0] in wanted}
     suffix = f" [sampled-{cfg.sampled_negatives}]" if cfg.sampled_negatives else ""
     per_user = {k + suffix: v for k, v in per_user.items()}
@@ -426,6 +427,8 @@ def _clean_nan(obj: Any) -> Any:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, float) and not math.isnan(v) and v >= 0.01 and v == round(v, 3):
+        return f"{v:g}"
     if isinstance(v, float):
         return "—" if math.isnan(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
@@ -450,7 +453,10 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
         + f", **{p['ranking']}** ranking, seen items excluded."
     )
     out.append("")
-    main = [c for c in methods[0].overall if not c.startswith(("Coverage", "ARP", "APLT", "Nov"))]
+    ranking = [c for c in methods[0].overall if not c.startswith(("Coverage", "ARP", "APLT", "Nov"))]
+    # all metrics at the headline cutoff, HR/NDCG at the others (the CSV/JSON have everything)
+    main = [c for c in ranking if f"@{k}" in c.split(" ")[0] and c.split("@")[1].split(" ")[0] == str(k)]
+    main += [c for c in ranking if c not in main and c.startswith(("HR@", "NDCG@"))]
     out += ["## Overall", "", _table(["method", *main], [[m.name, *[m.overall[c] for c in main]]
                                                           for m in methods]), ""]
     beyond = [f"Coverage@{k}", f"ARP@{k}", f"APLT@{k}", f"Novelty@{k}"]
