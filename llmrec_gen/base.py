@@ -155,14 +155,23 @@ def top_k(
         scores[exclude] = -np.inf
     n_items = scores.shape[1]
     kk = min(k, n_items)
+    if kk <= 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return [empty] * len(scores), [empty.astype(scores.dtype)] * len(scores)
     if kk < n_items:
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
     else:
         part = np.tile(np.arange(n_items), (scores.shape[0], 1))
     out_idx, out_scores = [], []
     for row, cand in zip(scores, part, strict=True):
-        cand = np.sort(cand)  # stable tie-break by column index
-        order = cand[np.argsort(-row[cand], kind="stable")]
+        kth = row[cand].min()
+        if kk < n_items and not np.isnan(kth):
+            # argpartition picks arbitrarily among items tied with the k-th score: take every
+            # item scoring at least the k-th score, so the stable sort below sees all the ties.
+            cand = np.flatnonzero(row >= kth)
+        else:
+            cand = np.sort(cand)
+        order = cand[np.argsort(-row[cand], kind="stable")][:kk]  # ties: lower column first
         order = order[np.isfinite(row[order])]
         out_idx.append(order)
         out_scores.append(row[order])

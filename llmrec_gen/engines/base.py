@@ -98,7 +98,8 @@ class Engine(ABC):
     ) -> list[ConstrainedGeneration]:
         """Decode with output restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
 
-        Engines that cannot constrain decoding raise :class:`~llmrec_gen.errors.EngineUnavailableError`.
+        Engines that cannot constrain decoding raise
+        :class:`~llmrec_gen.errors.EngineUnavailableError`.
         """
         from llmrec_gen.errors import EngineUnavailableError
 
@@ -106,3 +107,4 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release resources (processes, GPU memory). Safe to call twice."""
+        return None  # optional hook: engines without resources need not override it

@@ -1,0 +1,495 @@
+"""In-process inference with Hugging Face transformers (CPU or one GPU), batched.
+
+Build once, then call in batches (same contract as the vLLM engine)::
+
+    from llmrec_gen.engines import GenerationParams, make_engine
+    engine = make_engine("transformers", model="default", batch_size=8)
+    outs = engine.generate([[{"role": "user", "content": "Recommend 3 movies."}]],
+                           GenerationParams(max_new_tokens=64))
+    recs = engine.generate_constrained(prompts, allowed=[catalog_titles], k=10)
+
+Batches are left-padded and sorted by prompt length (less padding); chat-message prompts go through
+the model's chat template with the generation prompt appended. LoRA adapters are loaded with PEFT
+on first use and cached by path; ``adapter=None`` runs the base model (adapters disabled), unless
+the engine was built with a default ``adapter``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llmrec_gen.engines.base import (
+    ConstrainedGeneration,
+    Engine,
+    Generation,
+    GenerationParams,
+    Prompt,
+)
+from llmrec_gen.engines.constrained import TitleTrie
+from llmrec_gen.errors import ConfigError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_ANCHOR_CHARS = 16
+"""How much of the prompt's end is prepended when tokenizing constrained titles (see below)."""
+
+
+class TransformersEngine(Engine):
+    """Hugging Face ``generate`` behind the :class:`~llmrec_gen.engines.base.Engine` contract.
+
+    Args:
+        model: ``"default"`` (SmolLM2-135M-Instruct), a local HF model directory or a Hub id
+            (resolved by :func:`llmrec_gen.models.resolve_model`).
+        device: ``"auto"`` (CUDA if available, else CPU) or a torch device string.
+        dtype: ``"auto"`` (fp32 on CPU, bf16/fp16 on CUDA) or ``float32``/``bfloat16``/``float16``.
+        batch_size: prompts per forward batch (beam search multiplies the rows by the beam
+            width); 8 is a good CPU default, 32-128 on a GPU.
+        adapter: LoRA adapter directory used whenever a call passes ``adapter=None``; with the
+            default ``None`` such calls run the base model.
+
+    Attributes:
+        model_path: the resolved model directory.
+        device: the torch device string in use.
+        dtype: the torch dtype in use.
+        tokenizer: the Hugging Face tokenizer (left padding).
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 8,
+        adapter: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from llmrec_gen.models import pick_device, pick_dtype, resolve_model
+
+        self.model_path: Path = resolve_model(model)
+        self.device: str = pick_device(device)
+        self.dtype: torch.dtype = pick_dtype(self.device, dtype)
+        self.batch_size = int(batch_size)
+
+        tok = AutoTokenizer.from_pretrained(self.model_path)
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        self.tokenizer = tok
+        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
+        self._base = base.to(self.device).eval()
+        self._model: Any = self._base  # becomes a PeftModel once an adapter is loaded
+        self._adapters: dict[str, str] = {}  # resolved adapter dir -> PEFT adapter name
+        self._title_ids: dict[tuple[str, str], tuple[int, ...]] = {}  # (anchor, title) -> ids
+
+        eos = self._base.generation_config.eos_token_id
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+        if tok.eos_token_id is not None:
+            eos_ids.insert(0, tok.eos_token_id)
+        if not eos_ids:
+            raise ModelNotFoundError(f"model '{model}' defines no end-of-sequence token")
+        self._eos_ids: list[int] = list(dict.fromkeys(int(e) for e in eos_ids))
+        self.default_adapter = adapter
+        if adapter is not None:
+            self._load_adapter(adapter)
+        logger.info(
+            "transformers engine: %s on %s (%s), batch_size=%d",
+            self.model_path,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            self.batch_size,
+        )
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, prompt: Prompt) -> str:
+        """Return the exact text the model sees for ``prompt``.
+
+        Args:
+            prompt: plain text (used as is) or chat messages (rendered with the model's chat
+                template plus the assistant generation prompt).
+
+        Returns:
+            The prompt text.
+        """
+        if isinstance(prompt, str):
+            return prompt
+        if not isinstance(prompt, list):
+            raise TypeError(f"a prompt is a str or a list of messages, got {type(prompt).__name__}")
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=False
+            )
+        # No template (a base model): plain concatenation is the least surprising fallback.
+        return "\n\n".join(m["content"] for m in prompt) + "\n"
+
+    def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
+        text = self.render(prompt)
+        # A rendered chat template already holds its special tokens; plain text gets the
+        # tokenizer's usual ones (e.g. BOS for Llama-style tokenizers).
+        ids = self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+        if not ids:
+            raise ConfigError("empty prompt: nothing to condition generation on")
+        return text, list(ids)
+
+    def _pad_left(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention.to(self.device)}
+
+    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Index batches, longest prompts first (less padding; memory errors show up at once)."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    # ------------------------------------------------------------------ adapters
+    def _load_adapter(self, adapter: str) -> str:
+        """Load a LoRA adapter once (cached by resolved path) and return its PEFT name."""
+        path = Path(adapter).expanduser()
+        if not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"adapter '{adapter}' is not a PEFT adapter directory (no adapter_config.json)"
+            )
+        key = str(path.resolve())
+        name = self._adapters.get(key)
+        if name is not None:
+            return name
+        from peft import PeftModel
+
+        name = f"adapter_{len(self._adapters)}"
+        if not self._adapters:
+            self._model = PeftModel.from_pretrained(self._base, key, adapter_name=name)
+        else:
+            self._model.load_adapter(key, adapter_name=name)
+        self._model.eval()
+        self._adapters[key] = name
+        logger.info("loaded LoRA adapter %s", key)
+        return name
+
+    @contextlib.contextmanager
+    def _use_adapter(self, adapter: str | None) -> Iterator[None]:
+        """Activate ``adapter`` (or the default one), or disable all adapters when none."""
+        adapter = adapter if adapter is not None else self.default_adapter
+        if adapter is not None:
+            name = self._load_adapter(adapter)  # first: it may replace self._model by a PeftModel
+            self._model.set_adapter(name)
+            yield
+        elif self._adapters:
+            with self._model.disable_adapter():
+                yield
+        else:
+            yield
+
+    # ------------------------------------------------------------------ generation
+    def _generation_config(self, **kwargs: Any) -> Any:
+        """A fresh config, so a model's own sampling defaults never leak into our runs."""
+        from transformers import GenerationConfig
+
+        return GenerationConfig(
+            eos_token_id=self._eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+            **kwargs,
+        )
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | None = None,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Generate one continuation per prompt, batched; output order = input order.
+
+        Greedy when ``temperature == 0`` and ``num_beams == 1``; beam search when
+        ``num_beams > 1``; sampling (``temperature``, ``top_p``, no top-k) when
+        ``temperature > 0``. Sampling is seeded with ``params.seed`` once per call, so the same
+        prompts, params and ``batch_size`` give the same texts; the global torch RNG is left
+        untouched.
+
+        Args:
+            prompts: plain strings or chat-message lists.
+            params: generation parameters (defaults when ``None``).
+            adapter: LoRA adapter directory (``None``: the engine's default adapter, if any,
+                else the base model).
+
+        Returns:
+            One :class:`Generation` per prompt; text cut before the first stop string.
+
+        Raises:
+            ConfigError: invalid generation parameters.
+            ModelNotFoundError: the adapter directory does not exist.
+        """
+        import torch
+
+        params = params or GenerationParams()
+        _check_params(params)
+        if not prompts:
+            return []
+        encoded = [self._encode(p)[1] for p in prompts]
+        sampling = params.temperature > 0
+        options: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sampling,
+            "num_beams": params.num_beams,
+        }
+        if sampling:
+            options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            options["stop_strings"] = list(params.stop)
+        config = self._generation_config(**options)
+        extra = {"tokenizer": self.tokenizer} if params.stop else {}
+
+        results: list[Generation | None] = [None] * len(prompts)
+        with self._use_adapter(adapter), torch.inference_mode(), self._seeded(params.seed):
+            for idx in self._batches([len(ids) for ids in encoded]):
+                inputs = self._pad_left([encoded[i] for i in idx])
+                prefilled = self._prefill(inputs, params.num_beams) if params.num_beams > 1 else {}
+                out = self._model.generate(**inputs, **prefilled, generation_config=config, **extra)
+                new_tokens = out[:, inputs["input_ids"].shape[1] :].tolist()
+                for row, i in enumerate(idx):
+                    text, n_gen = self._decode(new_tokens[row], params.stop)
+                    results[i] = Generation(text, len(encoded[i]), n_gen)
+        return [r for r in results if r is not None]
+
+    def _prefill(self, inputs: dict[str, torch.Tensor], expand: int) -> dict[str, Any]:
+        """Run the prompts once and copy their KV cache to every beam.
+
+        ``generate`` with ``num_beams=n`` repeats each prompt n times before its first forward
+        pass, so the prompt is encoded n times; encoding it once and repeating the cache gives
+        the same beams (scores equal to ~1e-6) and made k=10 constrained decoding ~4x faster on
+        CPU. The last prompt token is left for ``generate`` to process, as it expects.
+
+        Returns:
+            Extra ``generate`` keyword arguments holding the filled cache (empty if not useful).
+        """
+        from transformers import DynamicCache
+
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if ids.shape[1] < 2:
+            return {}
+        cache = DynamicCache(config=self._base.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        key = self._cache_kwarg
+        self._model(
+            input_ids=ids[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            **{key: cache},
+        )
+        cache.batch_repeat_interleave(expand)
+        return {key: cache}
+
+    @functools.cached_property
+    def _cache_kwarg(self) -> str:
+        """KV-cache argument name: ``cache`` (newer transformers 5.x) or ``past_key_values``."""
+        params = inspect.signature(self._base.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int) -> Iterator[None]:
+        """Seed torch's RNG for this call and restore the caller's RNG state afterwards."""
+        import torch
+
+        devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    def _decode(self, tokens: list[int], stop: Sequence[str]) -> tuple[str, int]:
+        """Text up to the first EOS (then cut before the first stop string) and its token count."""
+        end = next((j for j, t in enumerate(tokens) if t in self._eos_ids), None)
+        if end is not None:
+            n_generated, tokens = end + 1, tokens[:end]
+        else:
+            pad = self.tokenizer.pad_token_id
+            while tokens and tokens[-1] == pad:  # rows finished by a stop string get padded
+                tokens = tokens[:-1]
+            n_generated = len(tokens)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cuts = [pos for pos in (text.find(s) for s in stop if s) if pos >= 0]
+        return (text[: min(cuts)] if cuts else text), n_generated
+
+    # ------------------------------------------------------------------ constrained decoding
+    def title_token_ids(self, titles: Sequence[str], anchor: str = "") -> list[tuple[int, ...]]:
+        """Token ids of each title as the model would produce them right after ``anchor``.
+
+        A title must be tokenized the way it appears in context: after SmolLM2's chat template
+        the answer starts on a fresh line (``"<|im_start|>assistant\\n"``), so ``"Toy Story"``
+        is ``["T", "oy", " Story"]``, not the ``" Toy"`` token that ``" " + title`` would give
+        (and sentencepiece tokenizers add a word-start marker to a bare title). So each title is
+        tokenized as ``anchor + title`` and the anchor's tokens are dropped; the anchor is the
+        end of the rendered prompt. If the two merge into a token across the boundary (a
+        prompt ending in a space), the title is tokenized alone. Cached per (anchor, title).
+
+        Args:
+            titles: catalog titles.
+            anchor: the text right before the answer (the end of the rendered prompt).
+
+        Returns:
+            One tuple of token ids per title (without EOS).
+        """
+        missing = [t for t in dict.fromkeys(titles) if (anchor, t) not in self._title_ids]
+        if missing:
+            tok = self.tokenizer
+            anchor_ids = tok(anchor, add_special_tokens=False).input_ids if anchor else []
+            joined = tok([anchor + t for t in missing], add_special_tokens=False).input_ids
+            alone = None
+            for j, (title, ids) in enumerate(zip(missing, joined, strict=True)):
+                if ids[: len(anchor_ids)] == anchor_ids:
+                    seq = tuple(ids[len(anchor_ids) :])
+                else:
+                    if alone is None:
+                        alone = tok(missing, add_special_tokens=False).input_ids
+                    seq = tuple(alone[j])
+                self._title_ids[(anchor, title)] = seq
+        return [self._title_ids[(anchor, t)] for t in titles]
+
+    def generate_constrained(
+        self,
+        prompts: Sequence[Prompt],
+        allowed: Sequence[Sequence[str]],
+        k: int,
+        adapter: str | None = None,
+    ) -> list[ConstrainedGeneration]:
+        """Beam search restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
+
+        Each prompt gets a :class:`~llmrec_gen.engines.constrained.TitleTrie` over its allowed
+        titles (each followed by EOS) that drives ``prefix_allowed_tokens_fn``, with
+        ``num_beams = num_return_sequences = k``; so every returned title is one of the allowed
+        titles, and titles are distinct. Scores are the beam scores (sum of token
+        log-probabilities divided by the number of generated tokens, EOS included). Prompts are
+        batched ``batch_size`` at a time.
+
+        Args:
+            prompts: plain strings or chat-message lists.
+            allowed: per prompt, the titles it may produce (e.g. the catalog minus seen items).
+            k: titles to return per prompt (fewer only if fewer titles are allowed).
+            adapter: LoRA adapter directory (``None``: the default adapter or the base model).
+
+        Returns:
+            One :class:`ConstrainedGeneration` per prompt, best title first.
+
+        Raises:
+            ConfigError: ``k < 1`` or ``allowed`` does not match ``prompts`` in length.
+            ModelNotFoundError: the adapter directory does not exist.
+        """
+        import torch
+
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        if len(allowed) != len(prompts):
+            raise ConfigError(f"got {len(prompts)} prompts but {len(allowed)} allowed-title lists")
+        eos = self._eos_ids[0]
+        encoded: list[list[int]] = []
+        tries: list[TitleTrie] = []
+        for prompt, titles in zip(prompts, allowed, strict=True):
+            text, ids = self._encode(prompt)
+            titles = list(dict.fromkeys(titles))
+            seqs = self.title_token_ids(titles, anchor=text[-_ANCHOR_CHARS:])
+            encoded.append(ids)
+            tries.append(TitleTrie(seqs, eos_token_id=eos, labels=titles))
+
+        results: list[ConstrainedGeneration] = [ConstrainedGeneration([], []) for _ in prompts]
+        with self._use_adapter(adapter), torch.inference_mode():
+            # Prompts that allow the same number of results share a beam width, so a batch too.
+            by_width: dict[int, list[int]] = {}
+            for i, trie in enumerate(tries):
+                if len(trie):
+                    by_width.setdefault(min(k, len(trie)), []).append(i)
+            for width, members in by_width.items():
+                lengths = [len(encoded[i]) for i in members]
+                for idx in self._batches(lengths):
+                    chunk = [members[j] for j in idx]
+                    outs = self._constrained_batch(
+                        [encoded[i] for i in chunk], [tries[i] for i in chunk], width
+                    )
+                    for i, out in zip(chunk, outs, strict=True):
+                        results[i] = out
+        return results
+
+    def _constrained_batch(
+        self, batch: list[list[int]], tries: list[TitleTrie], width: int
+    ) -> list[ConstrainedGeneration]:
+        """One beam-search call for a batch of prompts sharing beam width ``width``."""
+        inputs = self._pad_left(batch)
+        prompt_len = inputs["input_ids"].shape[1]
+
+        def allowed_tokens(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+            return tries[batch_id].allowed(input_ids[prompt_len:].tolist())
+
+        config = self._generation_config(
+            max_new_tokens=max(t.max_length for t in tries),
+            do_sample=False,
+            num_beams=width,
+            num_return_sequences=width,
+            length_penalty=1.0,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        out = self._model.generate(
+            **inputs,
+            **self._prefill(inputs, width),
+            generation_config=config,
+            prefix_allowed_tokens_fn=allowed_tokens,
+        )
+        sequences = out.sequences[:, prompt_len:].tolist()
+        scores = out.sequences_scores.tolist()
+        results = []
+        for b, trie in enumerate(tries):
+            titles: list[str] = []
+            title_scores: list[float] = []
+            for row in range(b * width, (b + 1) * width):
+                title = trie.lookup(sequences[row])
+                # Beams the trie starved (fewer live paths than beams) end with -inf scores.
+                if title is None or title in titles or scores[row] == float("-inf"):
+                    continue
+                titles.append(str(title))
+                title_scores.append(float(scores[row]))
+            order = sorted(range(len(titles)), key=lambda j: -title_scores[j])
+            results.append(
+                ConstrainedGeneration([titles[j] for j in order], [title_scores[j] for j in order])
+            )
+        return results
+
+    def close(self) -> None:
+        """Drop the model and free accelerator memory. Safe to call twice."""
+        self._model = None
+        self._base = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _check_params(params: GenerationParams) -> None:
+    """Reject generation parameters that transformers would fail on later, with a clear message."""
+    if params.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.num_beams < 1:
+        raise ConfigError(f"num_beams must be >= 1, got {params.num_beams}")
+    if params.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")

