@@ -56,6 +56,8 @@ class LLMRecommender(Recommender):
         history_len: most recent training items shown to the model (10-50).
         fields: item fields in the prompt: title, year, genres, rating.
         n_demos: few-shot demonstrations from other users' training data (0 = zero-shot).
+        demo_history_len: history items shown in each demonstration (5-20).
+        demo_answer_len: answer items in each demonstration (3-10).
         constrained: decode only catalog titles (trie beam search): 0 % invalid by construction.
         max_new_tokens: generation cap; ~12 tokens per title, so k=10 needs ~150.
         temperature: 0 = greedy (deterministic); > 0 samples with ``seed``.
@@ -82,6 +84,8 @@ class LLMRecommender(Recommender):
         history_len: int = 20,
         fields: Sequence[str] = ("title", "year"),
         n_demos: int = 0,
+        demo_history_len: int = 10,
+        demo_answer_len: int = 5,
         constrained: bool = False,
         max_new_tokens: int = 160,
         temperature: float = 0.0,
@@ -101,6 +105,7 @@ class LLMRecommender(Recommender):
         self.engine_kwargs = dict(engine_kwargs or {})
         self.template, self.history_len, self.fields = template, history_len, tuple(fields)
         self.n_demos, self.constrained = n_demos, constrained
+        self.demo_history_len, self.demo_answer_len = demo_history_len, demo_answer_len
         self.max_new_tokens, self.temperature, self.num_beams = max_new_tokens, temperature, num_beams
         self.batch_size, self.fallback = batch_size, fallback
         self.fuzzy_threshold, self.embedding_threshold = fuzzy_threshold, embedding_threshold
@@ -120,7 +125,12 @@ class LLMRecommender(Recommender):
 
         self.train_ = train
         self.demos_ = draw_demonstrations(
-            train, self.n_demos, history_len=min(10, self.history_len), seed=self.seed
+            train,
+            self.n_demos,
+            history_len=self.demo_history_len,
+            n_answer=self.demo_answer_len,
+            fields=self.fields,
+            seed=self.seed,
         )
         self.fallback_ = make_baseline(self.fallback).fit(train) if self.fallback else None
         if self.candidates_from:

@@ -10,6 +10,9 @@ import pytest
 
 from llmrec_gen.data import TrainData, item_text
 
+# Real (tiny / default) LLM fixtures live in tests/llm_fixtures.py.
+pytest_plugins = ["llm_fixtures"]
+
 # ---------------------------------------------------------------------------------------------
 # Seeded randomness
 
