@@ -76,7 +76,7 @@ def test_recommend_unknown_user_is_a_one_line_error():
 
 def test_recommend_missing_model_is_a_one_line_error(tmp_path):
     result = _run("recommend", "--user", "42", "--model", str(tmp_path / "nope"), "--no-adapter")
-    _one_line_error(result, "")
+    _one_line_error(result, "does not exist")
 
 
 def test_recommend_missing_adapter_is_a_one_line_error(tmp_path):
