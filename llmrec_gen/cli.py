@@ -100,26 +100,34 @@ def recommend(
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="Number of items.")] = 10,
     dataset: Annotated[str, typer.Option(help="Built-in name or path.")] = "ml-100k",
     method: Annotated[str, typer.Option(help="'llm' or a baseline name (e.g. als).")] = "llm",
-    model: Annotated[str, typer.Option(help="'default' (bundled SmolLM2-135M), HF dir or id.")] = "default",
+    model: Annotated[
+        str, typer.Option(help="'default' (bundled SmolLM2-135M), HF dir or id.")
+    ] = "default",
     adapter: Annotated[
         str | None, typer.Option(help="LoRA adapter dir (default: the one shipped for ml-100k).")
     ] = None,
-    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Use the base model only.")] = False,
+    no_adapter: Annotated[
+        bool, typer.Option("--no-adapter", help="Use the base model only.")
+    ] = False,
     engine: Annotated[Engine, typer.Option(help="Inference backend.")] = Engine.auto,
     template: Annotated[str, typer.Option(help="Prompt template id.")] = "zeroshot-v1",
     constrained: Annotated[
         bool, typer.Option("--constrained/--free", help="Decode only catalog titles.")
     ] = True,
-    explain: Annotated[bool, typer.Option("--explain", help="One model-written reason per item.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="One model-written reason per item.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    show_history: Annotated[bool, typer.Option("--show-history", help="Print the history too.")] = False,
+    show_history: Annotated[
+        bool, typer.Option("--show-history", help="Print the history too.")
+    ] = False,
     history_len: Annotated[int, typer.Option(min=1, help="History items in the prompt.")] = 20,
 ) -> None:
     """Recommend K unseen catalog items for one user (all of the user's data is history)."""
     with _Guard():
+        from llmrec_gen.config import MethodConfig
         from llmrec_gen.data import TrainData, load_dataset
         from llmrec_gen.evaluation import build_method
-        from llmrec_gen.config import MethodConfig
 
         ds = load_dataset(dataset)
         train = TrainData(ds.interactions, ds.catalog)
@@ -127,7 +135,11 @@ def recommend(
         used_adapter = None
         if method == "llm":
             used_adapter = None if no_adapter else (adapter or default_adapter(ds.name))
-            if used_adapter is not None and not Path(used_adapter).exists() and engine != Engine.openai:
+            if (
+                used_adapter is not None
+                and not Path(used_adapter).exists()
+                and engine != Engine.openai
+            ):
                 fail(f"adapter not found: {used_adapter}")
             params = {
                 "model": model,
@@ -139,8 +151,11 @@ def recommend(
             }
             if not as_json:
                 note = f"adapter {used_adapter}" if used_adapter else "no adapter"
-                typer.echo(f"LLM: {model} ({note}), {'constrained' if constrained else 'free'}"
-                           f" decoding, template {template}", err=True)
+                typer.echo(
+                    f"LLM: {model} ({note}), {'constrained' if constrained else 'free'}"
+                    f" decoding, template {template}",
+                    err=True,
+                )
             rec = build_method(MethodConfig(type="llm", params=params))
         else:
             rec = build_method(MethodConfig(type=method))
@@ -169,9 +184,13 @@ def recommend(
             out.append(entry)
         history = train.items(train.history(user).tolist())
         if as_json:
-            payload: dict[str, Any] = {"user": user, "method": method, "k": k,
-                                       "adapter": str(used_adapter) if used_adapter else None,
-                                       "recommendations": out}
+            payload: dict[str, Any] = {
+                "user": user,
+                "method": method,
+                "k": k,
+                "adapter": str(used_adapter) if used_adapter else None,
+                "recommendations": out,
+            }
             if show_history:
                 payload["history"] = [_py(i) for i in history["item_id"]]
             typer.echo(json.dumps(payload, indent=2))
@@ -237,8 +256,11 @@ def evaluate(
         from llmrec_gen.evaluation import run_evaluation
 
         overrides = parse_overrides(set_ or [])
-        for key, value in (("output_dir", output_dir), ("user_sample", user_sample),
-                           ("target", target)):
+        for key, value in (
+            ("output_dir", output_dir),
+            ("user_sample", user_sample),
+            ("target", target),
+        ):
             if value is not None:
                 overrides[key] = value
         cfg = load_yaml_model(EvalConfig, config, overrides, what="eval config")
@@ -271,8 +293,11 @@ def data_info(
             typer.echo(json.dumps(info, indent=2))
             return
         for key, value in info.items():
-            typer.echo(f"{key:>30}: {value:.6f}" if isinstance(value, float) and value < 1
-                       else f"{key:>30}: {value}")
+            typer.echo(
+                f"{key:>30}: {value:.6f}"
+                if isinstance(value, float) and value < 1
+                else f"{key:>30}: {value}"
+            )
 
 
 @prompt_app.command("list")
@@ -290,10 +315,14 @@ def prompt_show(
     template: Annotated[str, typer.Option(help="Template id or .j2 path.")] = "zeroshot-v1",
     dataset: Annotated[str, typer.Option()] = "ml-100k",
     history_len: Annotated[int, typer.Option(min=1)] = 20,
-    fields: Annotated[str, typer.Option(help="Comma-separated: title,year,genres,rating")] = "title,year",
+    fields: Annotated[
+        str, typer.Option(help="Comma-separated: title,year,genres,rating")
+    ] = "title,year",
     n_demos: Annotated[int, typer.Option(min=0)] = 2,
     k: Annotated[int, typer.Option("-k", min=1)] = 10,
-    target: Annotated[str | None, typer.Option(help="Item ID for rating/explain templates.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Item ID for rating/explain templates.")
+    ] = None,
 ) -> None:
     """Print the rendered prompt (chat messages) for one user; history = training split."""
     with _Guard():
@@ -303,8 +332,9 @@ def prompt_show(
 
         split = split_dataset(load_dataset(dataset))
         train = split.train
-        builder = PromptBuilder(template, history_len, tuple(f.strip() for f in fields.split(",")),
-                                k=k, n_demos=n_demos)
+        builder = PromptBuilder(
+            template, history_len, tuple(f.strip() for f in fields.split(",")), k=k, n_demos=n_demos
+        )
         demos = draw_demonstrations(train, n_demos) if n_demos else []
         tgt = None
         if target is not None:

@@ -27,7 +27,10 @@ class StrictModel(BaseModel):
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["split.seed=3", "ks=[5,10]"]`` into ``{"split.seed": 3, "ks": [5, 10]}`` (YAML values)."""
+    """Turn ``["split.seed=3", "ks=[5,10]"]`` into ``{"split.seed": 3, "ks": [5, 10]}``.
+
+    Values are parsed as YAML, so numbers, booleans, null and lists get their types.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

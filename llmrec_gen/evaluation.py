@@ -36,8 +36,18 @@ from llmrec_gen.splits import Split, split_dataset
 
 log = logging.getLogger(__name__)
 
-COUNT_KEYS = ("generated", "valid", "exact", "fuzzy", "embedding", "constrained", "invalid",
-              "seen", "duplicate", "filled")
+COUNT_KEYS = (
+    "generated",
+    "valid",
+    "exact",
+    "fuzzy",
+    "embedding",
+    "constrained",
+    "invalid",
+    "seen",
+    "duplicate",
+    "filled",
+)
 
 
 def build_method(method: MethodConfig, index: int = 0) -> Recommender:
@@ -171,9 +181,18 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
 
 def _method_key(mc: MethodConfig, cfg: EvalConfig) -> str:
     blob = json.dumps(
-        [mc.model_dump(), cfg.dataset, cfg.split.model_dump(), cfg.target, cfg.user_sample,
-         cfg.seed, max(cfg.ks), cfg.sampled_negatives],
-        sort_keys=True, default=str,
+        [
+            mc.model_dump(),
+            cfg.dataset,
+            cfg.split.model_dump(),
+            cfg.target,
+            cfg.user_sample,
+            cfg.seed,
+            max(cfg.ks),
+            cfg.sampled_negatives,
+        ],
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -235,8 +254,12 @@ def _run_method(
         ranked = _restrict_to_samples(ranked, users, targets, split, cfg)
     overall, cohorts = _score(ranked, users, targets, split, cfg)
     llm = _llm_rates(rows, max(cfg.ks))
-    timings = {"fit_s": round(fit_s, 3), "recommend_s": round(rec_s, 3),
-               "peak_rss_mb": round(mem.peak_mb, 1), "resumed_users": len(users) - len(todo)}
+    timings = {
+        "fit_s": round(fit_s, 3),
+        "recommend_s": round(rec_s, 3),
+        "peak_rss_mb": round(mem.peak_mb, 1),
+        "resumed_users": len(users) - len(todo),
+    }
     result = MethodResult(mc.label, mc.type, overall, cohorts, timings, llm, len(users))
     _write_recs(mdir / "recs.jsonl", rows)
     atomic_write_json(done_file, {"key": key, "result": result.__dict__})
@@ -304,12 +327,23 @@ class _progress:
     def __enter__(self) -> Any:
         if not self.enabled:
             return lambda n: None
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self._p = Progress(TextColumn("{task.description:>24}"), BarColumn(),
-                           MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                           transient=False)
+        self._p = Progress(
+            TextColumn("{task.description:>24}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self._p.start()
         task = self._p.add_task(self.label, total=self.total, completed=self.completed)
         return lambda n: self._p.advance(task, n)
@@ -394,8 +428,16 @@ def results_frame(result: EvalResult) -> pd.DataFrame:
     """One row per (method, cohort) with every metric as a column (``cohort="all"`` overall)."""
     rows = []
     for m in result.methods:
-        rows.append({"method": m.name, "cohort": "all", "users": m.n_users, **m.overall,
-                     **{f"llm:{k}": v for k, v in m.llm.items()}, **m.timings})
+        rows.append(
+            {
+                "method": m.name,
+                "cohort": "all",
+                "users": m.n_users,
+                **m.overall,
+                **{f"llm:{k}": v for k, v in m.llm.items()},
+                **m.timings,
+            }
+        )
         for cname, vals in m.cohorts.items():
             rows.append({"method": m.name, "cohort": cname, **vals})
     return pd.DataFrame(rows)
@@ -453,34 +495,63 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
         + f", **{p['ranking']}** ranking, seen items excluded."
     )
     out.append("")
-    ranking = [c for c in methods[0].overall if not c.startswith(("Coverage", "ARP", "APLT", "Nov"))]
+    ranking = [
+        c for c in methods[0].overall if not c.startswith(("Coverage", "ARP", "APLT", "Nov"))
+    ]
     # all metrics at the headline cutoff, HR/NDCG at the others (the CSV/JSON have everything)
-    main = [c for c in ranking if f"@{k}" in c.split(" ")[0] and c.split("@")[1].split(" ")[0] == str(k)]
+    main = [
+        c for c in ranking if f"@{k}" in c.split(" ")[0] and c.split("@")[1].split(" ")[0] == str(k)
+    ]
     main += [c for c in ranking if c not in main and c.startswith(("HR@", "NDCG@"))]
-    out += ["## Overall", "", _table(["method", *main], [[m.name, *[m.overall[c] for c in main]]
-                                                          for m in methods]), ""]
+    out += [
+        "## Overall",
+        "",
+        _table(["method", *main], [[m.name, *[m.overall[c] for c in main]] for m in methods]),
+        "",
+    ]
     beyond = [f"Coverage@{k}", f"ARP@{k}", f"APLT@{k}", f"Novelty@{k}"]
-    out += ["## Beyond accuracy", "",
-            _table(["method", *beyond], [[m.name, *[m.overall[c] for c in beyond]]
-                                         for m in methods]), ""]
+    out += [
+        "## Beyond accuracy",
+        "",
+        _table(["method", *beyond], [[m.name, *[m.overall[c] for c in beyond]] for m in methods]),
+        "",
+    ]
     ndcg = next((c for c in main if c.startswith(f"NDCG@{k}")), main[0])
     hr = next((c for c in main if c.startswith(f"HR@{k}")), main[0])
     cohort_names = list(methods[0].cohorts)
     header = ["method"] + [f"{c} {hr} / {ndcg}" for c in cohort_names]
-    rows = [[m.name, *[f"{_fmt(m.cohorts[c][hr])} / {_fmt(m.cohorts[c][ndcg])}"
-                       for c in cohort_names]] for m in methods]
+    rows = [
+        [m.name, *[f"{_fmt(m.cohorts[c][hr])} / {_fmt(m.cohorts[c][ndcg])}" for c in cohort_names]]
+        for m in methods
+    ]
     sizes = ", ".join(f"{c}: {methods[0].cohorts[c]['users']}" for c in cohort_names)
     out += ["## Cohorts", "", f"Users per cohort: {sizes}.", "", _table(header, rows), ""]
     llm = [m for m in methods if m.llm]
     if llm:
-        cols = ["valid_title_rate", "hallucination_rate", "exact_rate", "fuzzy_rate",
-                "embedding_rate", "constrained_rate", "fill_rate"]
-        out += ["## LLM grounding", "",
-                _table(["method", *cols], [[m.name, *[m.llm.get(c, math.nan) for c in cols]]
-                                           for m in llm]), ""]
+        cols = [
+            "valid_title_rate",
+            "hallucination_rate",
+            "exact_rate",
+            "fuzzy_rate",
+            "embedding_rate",
+            "constrained_rate",
+            "fill_rate",
+        ]
+        out += [
+            "## LLM grounding",
+            "",
+            _table(
+                ["method", *cols], [[m.name, *[m.llm.get(c, math.nan) for c in cols]] for m in llm]
+            ),
+            "",
+        ]
     tcols = ["fit_s", "recommend_s", "peak_rss_mb"]
-    out += ["## Timings", "", _table(["method", *tcols], [[m.name, *[m.timings[c] for c in tcols]]
-                                                          for m in methods]), ""]
+    out += [
+        "## Timings",
+        "",
+        _table(["method", *tcols], [[m.name, *[m.timings[c] for c in tcols]] for m in methods]),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -510,8 +581,10 @@ def plot_metrics(result: EvalResult, cfg: EvalConfig, path: Path) -> None:
         ax.set_xticks(x + 0.4 - width / 2, names, rotation=30, ha="right")
         ax.set_title(metric)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{cfg.name}: {result.protocol['ranking']} ranking, "
-                 f"{result.protocol['users_evaluated']} users")
+    fig.suptitle(
+        f"{cfg.name}: {result.protocol['ranking']} ranking, "
+        f"{result.protocol['users_evaluated']} users"
+    )
     fig.tight_layout()
     import io
 

@@ -106,7 +106,11 @@ class LLMRecommender(Recommender):
         self.template, self.history_len, self.fields = template, history_len, tuple(fields)
         self.n_demos, self.constrained = n_demos, constrained
         self.demo_history_len, self.demo_answer_len = demo_history_len, demo_answer_len
-        self.max_new_tokens, self.temperature, self.num_beams = max_new_tokens, temperature, num_beams
+        self.max_new_tokens, self.temperature, self.num_beams = (
+            max_new_tokens,
+            temperature,
+            num_beams,
+        )
         self.batch_size, self.fallback = batch_size, fallback
         self.fuzzy_threshold, self.embedding_threshold = fuzzy_threshold, embedding_threshold
         self.use_embeddings = use_embeddings
@@ -205,8 +209,15 @@ class LLMRecommender(Recommender):
                 items = [GroundedTitle(t, by_title[t], "constrained", 1.0) for t in out.titles]
                 grounded.append(items)
                 n = len(out.titles)
-                extras.append({"text": "\n".join(out.titles), "generated": n, "valid": n,
-                               "constrained": n, "returned": n})
+                extras.append(
+                    {
+                        "text": "\n".join(out.titles),
+                        "generated": n,
+                        "valid": n,
+                        "constrained": n,
+                        "returned": n,
+                    }
+                )
         return grounded, extras
 
     def _title_index(self) -> dict[str, Any]:
@@ -272,7 +283,9 @@ class LLMRecommender(Recommender):
         outs = []
         for start in range(0, len(prompts), self.batch_size):
             outs.extend(
-                self.engine_.generate(prompts[start : start + self.batch_size], params, self.adapter)
+                self.engine_.generate(
+                    prompts[start : start + self.batch_size], params, self.adapter
+                )
             )
         return [" ".join(o.text.split()) for o in outs]
 
@@ -289,7 +302,9 @@ class LLMRecommender(Recommender):
         outs = []
         for start in range(0, len(prompts), self.batch_size):
             outs.extend(
-                self.engine_.generate(prompts[start : start + self.batch_size], params, self.adapter)
+                self.engine_.generate(
+                    prompts[start : start + self.batch_size], params, self.adapter
+                )
             )
         preds, self.rating_fallbacks_ = [], 0
         for (u, _), o in zip(pairs, outs, strict=True):

@@ -38,7 +38,9 @@ def test_data_info_reports_ml100k_sizes():
 
 
 def test_prompt_show_renders_the_users_history():
-    result = _run("prompt", "show", "--user", "42", "--template", "zeroshot-v1", "--history-len", "3")
+    result = _run(
+        "prompt", "show", "--user", "42", "--template", "zeroshot-v1", "--history-len", "3"
+    )
     assert result.exit_code == 0
     assert "# template: zeroshot-v1" in result.output and "--- user ---" in result.output
 
@@ -62,7 +64,7 @@ def test_recommend_default_llm_prints_ten_distinct_unseen_items():
 
     result = _run("recommend", "--user", "42", "--json", "--history-len", "10")
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output[result.output.index("{"):])
+    payload = json.loads(result.output[result.output.index("{") :])
     ids = [r["item_id"] for r in payload["recommendations"]]
     ds = load_dataset("ml-100k")
     seen = TrainData(ds.interactions, ds.catalog).seen_items(42)
@@ -86,7 +88,9 @@ def test_recommend_missing_adapter_is_a_one_line_error(tmp_path):
 def test_recommend_broken_template_is_a_one_line_error(tmp_path):
     bad = tmp_path / "broken-v1.j2"
     bad.write_text("@@system\n{% for x in %}\n@@user\nhi\n")
-    _one_line_error(_run("recommend", "--user", "42", "--template", str(bad), "--no-adapter"), "line")
+    _one_line_error(
+        _run("recommend", "--user", "42", "--template", str(bad), "--no-adapter"), "line"
+    )
 
 
 def test_recommend_uninstalled_engine_is_a_one_line_error():
@@ -116,8 +120,18 @@ def test_evaluate_bad_override_names_the_field(tmp_path):
 
 
 def test_evaluate_runs_and_writes_reports(tmp_path):
-    result = _run("evaluate", "--config", "ml100k-baselines", "--only", "popularity,random",
-                  "--output-dir", str(tmp_path), "--no-progress", "--set", "plot=false")
+    result = _run(
+        "evaluate",
+        "--config",
+        "ml100k-baselines",
+        "--only",
+        "popularity,random",
+        "--output-dir",
+        str(tmp_path),
+        "--no-progress",
+        "--set",
+        "plot=false",
+    )
     assert result.exit_code == 0, result.output
     assert "| popularity |" in result.output
     assert (tmp_path / "ml100k-baselines" / "metrics.csv").exists()

@@ -25,8 +25,13 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _config(dataset_dir: Path, out: Path, methods: list[dict], **kw) -> EvalConfig:
     return EvalConfig(
-        name="t", dataset=str(dataset_dir), output_dir=str(out), ks=[1, 3], plot=kw.pop("plot", False),
-        methods=[MethodConfig(**m) for m in methods], **kw,
+        name="t",
+        dataset=str(dataset_dir),
+        output_dir=str(out),
+        ks=[1, 3],
+        plot=kw.pop("plot", False),
+        methods=[MethodConfig(**m) for m in methods],
+        **kw,
     )
 
 
@@ -63,10 +68,17 @@ def test_sampled_metrics_are_labelled(dataset_dir, tmp_path):
 
 
 def test_llm_method_reports_grounding_rates(dataset_dir, tmp_path, tiny_model_dir):
-    params = {"model": str(tiny_model_dir), "engine": "transformers", "constrained": True,
-              "history_len": 3, "batch_size": 4, "use_embeddings": False}
-    cfg = _config(dataset_dir, tmp_path, [{"type": "llm", "name": "llm-c", "params": params}],
-                  user_sample=6)
+    params = {
+        "model": str(tiny_model_dir),
+        "engine": "transformers",
+        "constrained": True,
+        "history_len": 3,
+        "batch_size": 4,
+        "use_embeddings": False,
+    }
+    cfg = _config(
+        dataset_dir, tmp_path, [{"type": "llm", "name": "llm-c", "params": params}], user_sample=6
+    )
     (m,) = run_evaluation(cfg, progress=False).methods
     assert m.n_users == 6
     assert m.llm["valid_title_rate"] == 1.0 and m.llm["hallucination_rate"] == 0.0

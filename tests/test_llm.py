@@ -11,8 +11,13 @@ from llmrec_gen.llm import LLMRecommender
 
 
 def _llm(model, **kw) -> LLMRecommender:
-    params = dict(model=str(model), engine="transformers", history_len=5, max_new_tokens=40,
-                  use_embeddings=False)
+    params = dict(
+        model=str(model),
+        engine="transformers",
+        history_len=5,
+        max_new_tokens=40,
+        use_embeddings=False,
+    )
     params.update(kw)
     return LLMRecommender(**params)
 
@@ -38,10 +43,14 @@ def test_constrained_is_never_invalid(block_data, tiny_model_dir):
 def test_free_generation_fills_short_lists_from_fallback_and_marks_them(block_data, tiny_model_dir):
     train = block_data.train
     users = list(block_data.held_out)[:2]
-    recs = _llm(tiny_model_dir, constrained=False, fallback="popularity").fit(train).recommend(
-        users, k=6
+    recs = (
+        _llm(tiny_model_dir, constrained=False, fallback="popularity")
+        .fit(train)
+        .recommend(users, k=6)
     )
-    for u, items, details, extra in zip(users, recs.item_ids, recs.details, recs.extras, strict=True):
+    for u, items, details, extra in zip(
+        users, recs.item_ids, recs.details, recs.extras, strict=True
+    ):
         assert len(items) == 6
         assert not set(items.tolist()) & train.seen_items(u)
         n_fill = sum(d.method == "fill" for d in details)
@@ -81,8 +90,9 @@ def test_rerank_prompt_lists_retriever_candidates(block_data, tiny_model_dir):
 
 
 def test_fewshot_demonstrations_come_from_other_users(block_data, tiny_model_dir):
-    rec = _llm(tiny_model_dir, template="fewshot-v1", n_demos=2, demo_history_len=3,
-               demo_answer_len=2).fit(block_data.train)
+    rec = _llm(
+        tiny_model_dir, template="fewshot-v1", n_demos=2, demo_history_len=3, demo_answer_len=2
+    ).fit(block_data.train)
     user = rec.demos_[0].user_id
     messages = rec._prompt(user, 3)
     assert sum(m["role"] == "assistant" for m in messages) == 2
