@@ -66,6 +66,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(message)s",
         handlers=[RichHandler(show_path=False, console=_err_console())],
     )
+    # our own messages (engine picked, one-time model conversion, resuming) always show
+    logging.getLogger("llmrec_gen").setLevel(logging.INFO)
 
 
 def _err_console() -> Any:

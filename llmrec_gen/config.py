@@ -157,6 +157,7 @@ class EvalConfig(StrictModel):
     """An offline evaluation: one dataset, one split, several methods, one metric table."""
 
     name: str = "experiment"  # run name; the run directory is output_dir/name
+    task: Literal["ranking", "rating"] = "ranking"  # rating = predict 1-5 for held-out pairs
     dataset: str = "ml-100k"  # built-in name or path (see llmrec_gen.data)
     split: SplitConfig = Field(default_factory=SplitConfig)
     target: Literal["valid", "test"] = "test"  # which held-out interaction is ranked

@@ -27,7 +27,6 @@ import pandas as pd
 import yaml
 
 from llmrec_gen import metrics as M
-from llmrec_gen.base import Recommender
 from llmrec_gen.config import EvalConfig, MethodConfig
 from llmrec_gen.data import load_dataset
 from llmrec_gen.errors import ConfigError, LLMRecError
@@ -50,13 +49,14 @@ COUNT_KEYS = (
 )
 
 
-def build_method(method: MethodConfig, index: int = 0) -> Recommender:
+def build_method(method: MethodConfig, index: int = 0) -> Any:
     """Instantiate a method from its config (``type`` = baseline name or ``llm``).
 
     Raises:
         ConfigError: unknown type or invalid parameters (the message names ``methods[i]``).
     """
     from llmrec_gen.baselines import make_baseline
+    from llmrec_gen.rating import RATING_BASELINES, make_rating_predictor
 
     where = f"methods[{index}] ({method.label})"
     try:
@@ -64,6 +64,8 @@ def build_method(method: MethodConfig, index: int = 0) -> Recommender:
             from llmrec_gen.llm import LLMRecommender
 
             return LLMRecommender(**method.params)
+        if method.type in RATING_BASELINES:
+            return make_rating_predictor(method.type, **method.params)
         return make_baseline(method.type, **method.params)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -134,13 +136,14 @@ def select_users(split: Split, cfg: EvalConfig) -> list[Any]:
 
 def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
     """Run every method of ``cfg`` and write the run directory (see module docstring)."""
-    for i, mc in enumerate(cfg.methods):
-        if mc.type != "llm":
-            from llmrec_gen.baselines import BASELINES
+    from llmrec_gen.baselines import BASELINES
+    from llmrec_gen.rating import RATING_BASELINES
 
-            if mc.type not in BASELINES:
-                known = ", ".join([*BASELINES, "llm"])
-                raise ConfigError(f"methods[{i}].type: unknown method {mc.type!r} ({known})")
+    allowed = [*(BASELINES if cfg.task == "ranking" else RATING_BASELINES), "llm"]
+    for i, mc in enumerate(cfg.methods):
+        if mc.type not in allowed:
+            known = ", ".join(allowed)
+            raise ConfigError(f"methods[{i}].type: unknown {cfg.task} method {mc.type!r} ({known})")
     for k in cfg.ks:
         if k < 1:
             raise ConfigError(f"ks: cutoffs must be >= 1, got {k}")
@@ -171,6 +174,14 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
         "cohorts": split.cohorts.rule,
     }
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    if cfg.task == "rating":
+        results = [
+            _run_rating_method(i, mc, cfg, split, users, run_dir, progress)
+            for i, mc in enumerate(cfg.methods)
+        ]
+        result = EvalResult(run_dir, results, {**protocol, "ranking": "rating prediction"})
+        write_reports(result, cfg)
+        return result
     results = []
     for i, mc in enumerate(cfg.methods):
         results.append(_run_method(i, mc, cfg, split, users, targets, run_dir, progress))
@@ -264,6 +275,64 @@ def _run_method(
     _write_recs(mdir / "recs.jsonl", rows)
     atomic_write_json(done_file, {"key": key, "result": result.__dict__})
     partial.unlink(missing_ok=True)
+    return result
+
+
+def _run_rating_method(
+    index: int,
+    mc: MethodConfig,
+    cfg: EvalConfig,
+    split: Split,
+    users: list[Any],
+    run_dir: Path,
+    progress: bool,
+) -> MethodResult:
+    """Predict 1-5 ratings for every held-out (user, item) of the selected users; MAE/RMSE."""
+    mdir = run_dir / "methods" / _safe(mc.label)
+    key, done_file = _method_key(mc, cfg), mdir / "result.json"
+    if cfg.resume and done_file.exists():
+        saved = json.loads(done_file.read_text())
+        if saved.get("key") == key:
+            return MethodResult(**saved["result"])
+    frame = split.valid if cfg.target == "valid" else split.test
+    frame = frame[frame["user_id"].isin(set(users))]
+    pairs = list(zip(frame["user_id"].tolist(), frame["item_id"].tolist(), strict=True))
+    truth = frame["rating"].to_numpy(dtype=np.float64)
+    model = build_method(mc, index)
+    with _PeakRSS() as mem:
+        t0 = time.perf_counter()
+        model.fit(split.train)
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        preds = []
+        step = max(1, int(getattr(model, "batch_size", 4096) or 4096))
+        with _progress(progress, mc.label, len(pairs), 0) as advance:
+            for start in range(0, len(pairs), step):
+                preds.extend(model.predict_ratings(pairs[start : start + step]).tolist())
+                advance(min(step, len(pairs) - start))
+        pred_s = time.perf_counter() - t0
+    preds_arr = np.asarray(preds)
+    cold = np.array([u in split.cohorts.cold_users for u, _ in pairs])
+
+    def errors(mask: np.ndarray) -> dict[str, float]:
+        if not mask.any():
+            return {"pairs": 0, "MAE": math.nan, "RMSE": math.nan}
+        t, p = truth[mask], preds_arr[mask]
+        return {"pairs": int(mask.sum()), "MAE": M.mae(t, p), "RMSE": M.rmse(t, p)}
+
+    overall = errors(np.ones(len(pairs), dtype=bool))
+    cohorts = {"cold-users": errors(cold), "warm-users": errors(~cold)}
+    for c in cohorts.values():
+        c["users"] = c.pop("pairs")
+    timings = {
+        "fit_s": round(fit_s, 3),
+        "recommend_s": round(pred_s, 3),
+        "peak_rss_mb": round(mem.peak_mb, 1),
+    }
+    extra = {"rating_fallbacks": float(getattr(model, "rating_fallbacks_", 0))}
+    result = MethodResult(mc.label, mc.type, overall, cohorts, timings, extra, len(set(users)))
+    mdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(done_file, {"key": key, "result": result.__dict__})
     return result
 
 
@@ -485,6 +554,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
     """Methods x metrics tables: overall, per cohort, LLM grounding, timings."""
     p = result.protocol
+    if cfg.task == "rating":
+        return _rating_report(result, cfg)
     k = 10 if 10 in cfg.ks else max(cfg.ks)
     methods = result.methods
     out = [f"# {cfg.name}", ""]
@@ -555,6 +626,38 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
     return "\n".join(out)
 
 
+def _rating_report(result: EvalResult, cfg: EvalConfig) -> str:
+    p = result.protocol
+    methods = result.methods
+    cohorts = list(methods[0].cohorts)
+    out = [
+        f"# {cfg.name}",
+        "",
+        f"Rating prediction (1-5) on `{p['dataset']}` `{p['target']}` interactions of "
+        f"{p['users_evaluated']} users, split `{p['protocol']}` (seed {p['seed']}).",
+        "",
+        _table(
+            ["method", "MAE", "RMSE", *[f"{c} MAE / RMSE" for c in cohorts], "fit_s", "predict_s"],
+            [
+                [
+                    m.name,
+                    m.overall["MAE"],
+                    m.overall["RMSE"],
+                    *[
+                        f"{_fmt(m.cohorts[c]['MAE'])} / {_fmt(m.cohorts[c]['RMSE'])}"
+                        for c in cohorts
+                    ],
+                    m.timings["fit_s"],
+                    m.timings["recommend_s"],
+                ]
+                for m in methods
+            ],
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
 def plot_metrics(result: EvalResult, cfg: EvalConfig, path: Path) -> None:
     """Bar chart of HR@k and NDCG@k per method, overall and for tail-target / cold users."""
     import matplotlib
@@ -568,8 +671,11 @@ def plot_metrics(result: EvalResult, cfg: EvalConfig, path: Path) -> None:
     suffix = f" [sampled-{cfg.sampled_negatives}]" if cfg.sampled_negatives else ""
     names = [m.name for m in result.methods]
     groups = ["all", "head-target", "tail-target", "cold-users"]
+    metrics = (f"HR@{k}{suffix}", f"NDCG@{k}{suffix}")
+    if cfg.task == "rating":
+        groups, metrics = ["all", "cold-users", "warm-users"], ("MAE", "RMSE")
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(names) + 4), 4.5), sharey=False)
-    for ax, metric in zip(axes, (f"HR@{k}{suffix}", f"NDCG@{k}{suffix}"), strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         width = 0.8 / len(groups)
         x = np.arange(len(names))
         for g, group in enumerate(groups):

@@ -124,3 +124,23 @@ def test_duplicate_method_names_rejected(dataset_dir, tmp_path):
     cfg = _config(dataset_dir, tmp_path, [{"type": "popularity"}, {"type": "popularity"}])
     with pytest.raises(ConfigError, match="share a name"):
         run_evaluation(cfg, progress=False)
+
+
+def test_rating_task_reports_mae_rmse_and_svd_beats_global_mean(tmp_path):
+    cfg = EvalConfig(
+        name="r",
+        task="rating",
+        output_dir=str(tmp_path),
+        user_sample=300,
+        plot=False,
+        methods=[MethodConfig(type="global-mean"), MethodConfig(type="svd")],
+    )
+    glob, svd = run_evaluation(cfg, progress=False).methods
+    assert 0 < svd.overall["RMSE"] < glob.overall["RMSE"]
+    assert glob.overall["MAE"] <= glob.overall["RMSE"]
+
+
+def test_rating_task_rejects_ranking_methods(dataset_dir, tmp_path):
+    cfg = _config(dataset_dir, tmp_path, [{"type": "als"}], task="rating")
+    with pytest.raises(ConfigError, match="unknown rating method"):
+        run_evaluation(cfg, progress=False)
