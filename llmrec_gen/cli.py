@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -88,14 +87,6 @@ def main(
 # recommend
 
 
-def default_adapter(dataset: str) -> Path | None:
-    """The LoRA adapter shipped in the package for ``dataset`` (None if none ships)."""
-    from importlib import resources
-
-    path = Path(str(resources.files("llmrec_gen.assets"))) / f"adapter-{dataset}"
-    return path if (path / "adapter_config.json").exists() else None
-
-
 @app.command()
 def recommend(
     user: Annotated[str, typer.Option("--user", "-u", help="User ID to recommend for.")],
@@ -136,13 +127,11 @@ def recommend(
         train.require_history(user)
         used_adapter = None
         if method == "llm":
-            used_adapter = None if no_adapter else (adapter or default_adapter(ds.name))
-            if (
-                used_adapter is not None
-                and not Path(used_adapter).exists()
-                and engine != Engine.openai
-            ):
-                fail(f"adapter not found: {used_adapter}")
+            from llmrec_gen.models import bundled_adapter, resolve_adapter
+
+            used_adapter = None if no_adapter else (adapter or bundled_adapter(ds.name))
+            if used_adapter is not None and engine != Engine.openai:
+                used_adapter = resolve_adapter(str(used_adapter))
             params = {
                 "model": model,
                 "adapter": str(used_adapter) if used_adapter else None,

@@ -49,7 +49,8 @@ class LLMRecommender(Recommender):
 
     Args:
         model: "default" (bundled SmolLM2-135M-Instruct), a local HF dir or a Hub id.
-        adapter: optional LoRA adapter (path; for the OpenAI engine the served adapter name).
+        adapter: optional LoRA adapter: a PEFT directory, ``"bundled:ml-100k"`` (the adapter
+            shipped in the package), or for the OpenAI engine the served adapter name.
         engine: "auto", "transformers", "vllm" or "openai".
         engine_kwargs: extra engine constructor arguments (e.g. base_url, batch_size).
         template: prompt template id (``llmrec-gen prompt list``).
@@ -101,7 +102,13 @@ class LLMRecommender(Recommender):
     ) -> None:
         if "rerank" in template and not candidates_from:
             raise ConfigError("llm.candidates_from: the rerank template needs a retriever")
-        self.model, self.adapter, self.engine = model, adapter, engine
+        from llmrec_gen.models import resolve_adapter
+
+        if engine == "openai":  # the adapter is a served model name, not a local directory
+            self.adapter = adapter
+        else:
+            self.adapter = resolve_adapter(adapter)
+        self.model, self.engine = model, engine
         self.engine_kwargs = dict(engine_kwargs or {})
         self.template, self.history_len, self.fields = template, history_len, tuple(fields)
         self.n_demos, self.constrained = n_demos, constrained

@@ -308,3 +308,33 @@ def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
     if str(device).startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
+
+
+BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_adapter(dataset: str) -> Path | None:
+    """The LoRA adapter shipped inside the package for ``dataset`` (None when none ships)."""
+    from importlib import resources
+
+    path = Path(str(resources.files("llmrec_gen.assets"))) / f"adapter-{dataset}"
+    return path if (path / "adapter_config.json").exists() else None
+
+
+def resolve_adapter(spec: str | None) -> str | None:
+    """Resolve an adapter spec: ``None``, a directory, or ``"bundled:<dataset>"``.
+
+    Raises:
+        ModelNotFoundError: a bundled adapter that does not ship, or a missing directory.
+    """
+    if spec is None:
+        return None
+    if spec.startswith(BUNDLED_PREFIX):
+        name = spec[len(BUNDLED_PREFIX) :]
+        path = bundled_adapter(name)
+        if path is None:
+            raise ModelNotFoundError(f"no bundled adapter for dataset {name!r}")
+        return str(path)
+    if not Path(spec).is_dir():
+        raise ModelNotFoundError(f"adapter not found: {spec} (expected a PEFT adapter directory)")
+    return spec
