@@ -44,16 +44,26 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
 
 
 def _apply(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
+    node: Any = data
     *parents, leaf = dotted.split(".")
     for part in parents:
+        if isinstance(node, list):  # "methods.2.params.adapter": index into a list
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{dotted}: no list item {part!r}")
+            node = node[int(part)]
+            continue
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
+        if not isinstance(child, dict | list):
             raise ConfigError(f"{dotted}: '{part}' is not a section")
         node = child
-    node[leaf] = value
+    if isinstance(node, list):
+        if not leaf.isdigit() or int(leaf) >= len(node):
+            raise ConfigError(f"{dotted}: no list item {leaf!r}")
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
 
 
 def load_yaml_model(

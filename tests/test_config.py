@@ -208,3 +208,17 @@ def test_assignment_is_validated() -> None:
     cfg = load_yaml_model(EvalConfig, BASELINES)
     with pytest.raises(ValueError, match="seed"):
         cfg.split.seed = "abc"  # type: ignore[assignment]
+
+
+def test_override_can_index_into_the_methods_list():
+    from llmrec_gen.config import EvalConfig, load_yaml_model
+
+    cfg = load_yaml_model(EvalConfig, "ml100k-baselines", {"methods.1.params.seed": 3})
+    assert cfg.methods[1].params == {"seed": 3}
+
+
+def test_override_with_bad_list_index_names_it():
+    from llmrec_gen.config import EvalConfig, load_yaml_model
+
+    with pytest.raises(ConfigError, match="methods.99"):
+        load_yaml_model(EvalConfig, "ml100k-baselines", {"methods.99.type": "als"})
