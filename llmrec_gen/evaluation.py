@@ -221,11 +221,14 @@ def _run_method(
     mdir = run_dir / "methods" / _safe(mc.label)
     key = _method_key(mc, cfg)
     done_file = mdir / "result.json"
-    if cfg.resume and done_file.exists():
+    recs_file = mdir / "recs.jsonl"
+    if cfg.resume and done_file.exists() and recs_file.exists():
         saved = json.loads(done_file.read_text())
         if saved.get("key") == key:
-            log.info("%s: reusing finished result from %s", mc.label, done_file)
-            return MethodResult(**saved["result"])
+            # generation is the expensive part: reuse the saved lists, recompute the metrics
+            log.info("%s: reusing finished recommendations from %s", mc.label, recs_file)
+            rows = [json.loads(line) for line in recs_file.read_text().splitlines()]
+            return _summarize(mc, rows, users, targets, split, cfg, saved["result"]["timings"])
     mdir.mkdir(parents=True, exist_ok=True)
     partial = mdir / "recs.partial.jsonl"
     done = _load_checkpoint(partial, key) if cfg.resume else {}
@@ -260,22 +263,37 @@ def _run_method(
                 advance(len(batch))
         rec_s = time.perf_counter() - t0
     rows = [done[_key(u)] for u in users]
-    ranked = [np.asarray(r["items"], dtype=split.train.item_ids.dtype) for r in rows]
-    if cfg.sampled_negatives:
-        ranked = _restrict_to_samples(ranked, users, targets, split, cfg)
-    overall, cohorts = _score(ranked, users, targets, split, cfg)
-    llm = _llm_rates(rows, max(cfg.ks))
     timings = {
         "fit_s": round(fit_s, 3),
         "recommend_s": round(rec_s, 3),
         "peak_rss_mb": round(mem.peak_mb, 1),
         "resumed_users": len(users) - len(todo),
     }
-    result = MethodResult(mc.label, mc.type, overall, cohorts, timings, llm, len(users))
-    _write_recs(mdir / "recs.jsonl", rows)
+    result = _summarize(mc, rows, users, targets, split, cfg, timings)
+    _write_recs(recs_file, rows)
     atomic_write_json(done_file, {"key": key, "result": result.__dict__})
     partial.unlink(missing_ok=True)
     return result
+
+
+def _summarize(
+    mc: MethodConfig,
+    rows: list[dict],
+    users: list[Any],
+    targets: dict[Any, set],
+    split: Split,
+    cfg: EvalConfig,
+    timings: dict[str, float],
+) -> MethodResult:
+    """Metrics of one method from its saved per-user rows (fresh or reloaded)."""
+    ranked = [np.asarray(r["items"], dtype=split.train.item_ids.dtype) for r in rows]
+    if cfg.sampled_negatives:
+        ranked = _restrict_to_samples(ranked, users, targets, split, cfg)
+    overall, cohorts = _score(ranked, users, targets, split, cfg)
+    llm = _llm_rates(rows, max(cfg.ks))
+    if any("methods" in r for r in rows):
+        llm.update(_without_fill(rows, users, targets, split, cfg))
+    return MethodResult(mc.label, mc.type, overall, cohorts, timings, llm, len(users))
 
 
 def _run_rating_method(
@@ -470,6 +488,24 @@ def _score(
     return overall, cohorts
 
 
+def _without_fill(
+    rows: list[dict], users: list, targets: dict, split: Split, cfg: EvalConfig
+) -> dict[str, float]:
+    """HR/NDCG of the items the method produced itself (fallback fills removed): what the LLM
+    contributes, separated from what the fallback recommender adds."""
+    k = 10 if 10 in cfg.ks else max(cfg.ks)
+    own = [
+        np.asarray(
+            [i for i, m in zip(r["items"], r.get("methods", []), strict=False) if m != "fill"],
+            dtype=split.train.item_ids.dtype,
+        )
+        for r in rows
+    ]
+    per_user = M.ranking_metrics(own, [targets[u] for u in users], [k])
+    means = M.mean_metrics(per_user)
+    return {f"HR@{k} without fill": means[f"HR@{k}"], f"NDCG@{k} without fill": means[f"NDCG@{k}"]}
+
+
 def _llm_rates(rows: list[dict], k: int) -> dict[str, float]:
     totals: dict[str, float] = {}
     for r in rows:
@@ -607,9 +643,14 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
             "embedding_rate",
             "constrained_rate",
             "fill_rate",
+            f"HR@{k} without fill",
+            f"NDCG@{k} without fill",
         ]
         out += [
             "## LLM grounding",
+            "",
+            "Rates are over all generated titles; *without fill* scores only the items the"
+            " model produced itself (fallback fills removed).",
             "",
             _table(
                 ["method", *cols], [[m.name, *[m.llm.get(c, math.nan) for c in cols]] for m in llm]
