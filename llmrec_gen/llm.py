@@ -203,22 +203,27 @@ class LLMRecommender(Recommender):
 
         assert self.train_ is not None
         by_title = self._title_index()
-        allowed = [[t for t, i in by_title.items() if i not in s] for s in seen]
+        # The answer is opened with "1." (an open assistant turn the model continues), so the
+        # model is at a title position, not about to write list numbering; titles therefore
+        # start with a space, as they would after "1." in free text.
+        allowed = [[" " + t for t, i in by_title.items() if i not in s] for s in seen]
+        opened = [[*p, {"role": "assistant", "content": "1."}] for p in prompts]
         grounded, extras = [], []
         for start in range(0, len(prompts), self.batch_size):
             outs = self.engine_.generate_constrained(
-                prompts[start : start + self.batch_size],
+                opened[start : start + self.batch_size],
                 allowed[start : start + self.batch_size],
                 k,
                 adapter=self.adapter,
             )
             for out in outs:
-                items = [GroundedTitle(t, by_title[t], "constrained", 1.0) for t in out.titles]
+                titles = [t[1:] for t in out.titles]
+                items = [GroundedTitle(t, by_title[t], "constrained", 1.0) for t in titles]
                 grounded.append(items)
                 n = len(out.titles)
                 extras.append(
                     {
-                        "text": "\n".join(out.titles),
+                        "text": "\n".join(titles),
                         "generated": n,
                         "valid": n,
                         "constrained": n,

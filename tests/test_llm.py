@@ -129,3 +129,15 @@ def test_default_model_recommends_ten_unseen_ml100k_items():
     assert len(items) == 10 == len(set(items))
     assert not set(items) & train.seen_items(42)
     assert all(d.method == "constrained" for d in recs.details[0])
+
+
+def test_open_assistant_turn_is_continued_not_closed(default_model_dir):
+    from transformers import AutoTokenizer
+
+    from llmrec_gen.engines.base import render_prompt
+
+    tok = AutoTokenizer.from_pretrained(default_model_dir)
+    msgs = [{"role": "user", "content": "Recommend."}]
+    opened = render_prompt(tok, [*msgs, {"role": "assistant", "content": "1."}])
+    assert opened.endswith("assistant\n1.")
+    assert render_prompt(tok, msgs).endswith("assistant\n")

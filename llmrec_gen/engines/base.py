@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 Prompt = str | list[dict[str, str]]
 
@@ -67,6 +68,27 @@ class ConstrainedGeneration:
 
     titles: list[str]
     scores: list[float] = field(default_factory=list)
+
+
+def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
+    """The exact text a local model sees for ``prompt`` (shared by the local engines).
+
+    Plain text is used as is. Chat messages are rendered with the tokenizer's chat template and
+    the assistant generation prompt; when the last message is an ``assistant`` message, it is
+    left open and the model continues it (``continue_final_message``), e.g. after ``"1."``.
+    Without a chat template (a base model), messages are joined by blank lines.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if not isinstance(prompt, list):
+        raise TypeError(f"a prompt is a str or a list of messages, got {type(prompt).__name__}")
+    if tokenizer.chat_template:
+        if prompt and prompt[-1]["role"] == "assistant":
+            return tokenizer.apply_chat_template(
+                prompt, continue_final_message=True, tokenize=False
+            )
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return "\n\n".join(m["content"] for m in prompt) + "\n"
 
 
 class Engine(ABC):

@@ -275,7 +275,11 @@ class OpenAIEngine(Engine):
         params: GenerationParams,
         results: list[Generation | None],
     ) -> None:
-        data = self._post("/chat/completions", {**body, "messages": messages})
+        payload = {**body, "messages": messages}
+        if messages and messages[-1]["role"] == "assistant":
+            # continue the open assistant turn (vLLM's chat API extension; see render_prompt)
+            payload.update(continue_final_message=True, add_generation_prompt=False)
+        data = self._post("/chat/completions", payload)
         per_prompt = max(1, int(body.get("n", 1)))
         choice = _sorted_choices(data, per_prompt, self.base_url)[0]
         usage = data.get("usage") or {}

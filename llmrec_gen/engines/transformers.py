@@ -30,6 +30,7 @@ from llmrec_gen.engines.base import (
     Generation,
     GenerationParams,
     Prompt,
+    render_prompt,
 )
 from llmrec_gen.engines.constrained import TitleTrie
 from llmrec_gen.errors import ConfigError, ModelNotFoundError
@@ -116,25 +117,8 @@ class TransformersEngine(Engine):
 
     # ------------------------------------------------------------------ prompts
     def render(self, prompt: Prompt) -> str:
-        """Return the exact text the model sees for ``prompt``.
-
-        Args:
-            prompt: plain text (used as is) or chat messages (rendered with the model's chat
-                template plus the assistant generation prompt).
-
-        Returns:
-            The prompt text.
-        """
-        if isinstance(prompt, str):
-            return prompt
-        if not isinstance(prompt, list):
-            raise TypeError(f"a prompt is a str or a list of messages, got {type(prompt).__name__}")
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, tokenize=False
-            )
-        # No template (a base model): plain concatenation is the least surprising fallback.
-        return "\n\n".join(m["content"] for m in prompt) + "\n"
+        """Return the exact text the model sees for ``prompt`` (see :func:`render_prompt`)."""
+        return render_prompt(self.tokenizer, prompt)
 
     def _encode(self, prompt: Prompt) -> tuple[str, list[int]]:
         text = self.render(prompt)
