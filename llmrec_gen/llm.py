@@ -63,6 +63,7 @@ class LLMRecommender(Recommender):
         max_new_tokens: generation cap; ~12 tokens per title, so k=10 needs ~150.
         temperature: 0 = greedy (deterministic); > 0 samples with ``seed``.
         num_beams: beam width for free generation.
+        repetition_penalty: > 1 discourages the model from looping on one title (1.0 = off).
         batch_size: prompts per generate call.
         fallback: baseline used to fill short lists (e.g. popularity, bm25).
         fuzzy_threshold: rapidfuzz score (0-100) a fuzzy match needs.
@@ -91,6 +92,7 @@ class LLMRecommender(Recommender):
         max_new_tokens: int = 160,
         temperature: float = 0.0,
         num_beams: int = 1,
+        repetition_penalty: float = 1.0,
         batch_size: int = 8,
         fallback: str = "popularity",
         fuzzy_threshold: float = 85.0,
@@ -118,6 +120,7 @@ class LLMRecommender(Recommender):
             temperature,
             num_beams,
         )
+        self.repetition_penalty = repetition_penalty
         self.batch_size, self.fallback = batch_size, fallback
         self.fuzzy_threshold, self.embedding_threshold = fuzzy_threshold, embedding_threshold
         self.use_embeddings = use_embeddings
@@ -184,6 +187,7 @@ class LLMRecommender(Recommender):
             temperature=self.temperature,
             num_beams=self.num_beams,
             seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
         )
 
     def _free(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:

@@ -32,6 +32,8 @@ class GenerationParams:
         num_beams: beam width for free generation (1 = greedy).
         seed: RNG seed for sampling, so sampled runs are reproducible.
         stop: strings that end generation early (the text is cut before them).
+        repetition_penalty: > 1 discourages repeating tokens (small models loop on one title
+            without it; 1.0 = off, 1.1-1.5 typical).
     """
 
     max_new_tokens: int = 128
@@ -40,6 +42,7 @@ class GenerationParams:
     num_beams: int = 1
     seed: int = 0
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)

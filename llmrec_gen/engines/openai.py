@@ -191,6 +191,8 @@ class OpenAIEngine(Engine):
             body["top_p"] = params.top_p
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.repetition_penalty != 1.0:  # vLLM server extension
+            body["repetition_penalty"] = params.repetition_penalty
         if params.num_beams > 1:  # vLLM server extension; beam width = n, best beam first
             body.update(use_beam_search=True, n=params.num_beams)
         return body

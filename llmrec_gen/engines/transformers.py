@@ -241,6 +241,8 @@ class TransformersEngine(Engine):
             options.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             options["stop_strings"] = list(params.stop)
+        if params.repetition_penalty != 1.0:
+            options["repetition_penalty"] = params.repetition_penalty
         config = self._generation_config(**options)
         extra = {"tokenizer": self.tokenizer} if params.stop else {}
 

@@ -322,6 +322,7 @@ class VLLMEngine(Engine):
             stop=list(params.stop) or None,
             stop_token_ids=self._eos_ids,
             skip_special_tokens=True,
+            repetition_penalty=params.repetition_penalty,
         )
         outs = self.llm.generate(inputs, sp, lora_request=lora, use_tqdm=False)
         results = []
