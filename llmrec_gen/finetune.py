@@ -9,7 +9,7 @@ example; the validation items serve only as an eval-loss monitor.
 
 Commands (see ``finetune/README.md`` for the recipes and measured CPU numbers)::
 
-    # train the CPU recipe (SmolLM2-135M, ~25 min on 2 cores); --resume continues a killed run
+    # train the CPU recipe (SmolLM2-135M, 15-30 min on 2 cores); --resume continues a killed run
     llmrec-gen finetune train --config ml100k-smollm2-lora [--resume] [--set max_steps=10]
     # write the training/validation examples as JSONL (inspect what the model is taught)
     llmrec-gen finetune build-data --config ml100k-smollm2-lora --out sft.jsonl
@@ -117,7 +117,7 @@ class FinetuneConfig(StrictModel):
     per_device_eval_batch_size: int = Field(8, ge=1)  # eval is forward-only: can be larger
     gradient_accumulation_steps: int = Field(1, ge=1)  # effective batch = batch x this x GPUs
     max_length: int = Field(1024, ge=32)  # tokens; longer examples are dropped (not truncated)
-    gradient_checkpointing: bool = False  # CPU: +22 % step time, -45 % memory (measured)
+    gradient_checkpointing: bool = False  # CPU: +25-45 % step time, -45 % memory (measured)
     # run
     save_steps: int = Field(20, ge=1)  # checkpoint every N optimizer steps (resume granularity)
     save_total_limit: int | None = Field(2, ge=1)  # checkpoints kept; None = all
