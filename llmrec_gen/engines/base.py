@@ -44,6 +44,21 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0
 
+    def check(self) -> None:
+        """Reject values every backend would fail on later, with a one-line ``ConfigError``."""
+        from llmrec_gen.errors import ConfigError
+
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
 
 @dataclass(frozen=True)
 class Generation:

@@ -221,7 +221,7 @@ class OpenAIEngine(Engine):
             EngineUnavailableError: the server cannot be reached or answers with an error.
         """
         params = params or GenerationParams()
-        _check_params(params)
+        params.check()
         body = self._sampling_body(params, adapter or self.model)
         results: list[Generation | None] = [None] * len(prompts)
         text_idx = [i for i, p in enumerate(prompts) if isinstance(p, str)]
@@ -448,15 +448,3 @@ def _cut(text: str, stop: Sequence[str]) -> str:
     """Cut before the first stop string (servers drop the stop string; some keep it)."""
     cuts = [pos for pos in (text.find(s) for s in stop if s) if pos >= 0]
     return text[: min(cuts)] if cuts else text
-
-
-def _check_params(params: GenerationParams) -> None:
-    """Reject generation parameters before sending them, with a clear message."""
-    if params.max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if params.num_beams < 1:
-        raise ConfigError(f"num_beams must be >= 1, got {params.num_beams}")
-    if params.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")

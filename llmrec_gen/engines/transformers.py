@@ -227,7 +227,7 @@ class TransformersEngine(Engine):
         import torch
 
         params = params or GenerationParams()
-        _check_params(params)
+        params.check()
         if not prompts:
             return []
         encoded = [self._encode(p)[1] for p in prompts]
@@ -486,15 +486,3 @@ class TransformersEngine(Engine):
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _check_params(params: GenerationParams) -> None:
-    """Reject generation parameters that transformers would fail on later, with a clear message."""
-    if params.max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if params.num_beams < 1:
-        raise ConfigError(f"num_beams must be >= 1, got {params.num_beams}")
-    if params.temperature < 0:
-        raise ConfigError(f"temperature must be >= 0, got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {params.top_p}")
