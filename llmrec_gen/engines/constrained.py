@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class TitleTrie:
@@ -113,3 +114,31 @@ class TitleTrie:
             seq = seq[: seq.index(self.eos_token_id)]
         node = self._walk([*seq, self.eos_token_id])
         return None if node is None else self._labels.get(node)
+
+
+def tokenize_titles(
+    tokenizer: Any,
+    titles: Sequence[str],
+    anchor: str,
+    cache: dict[tuple[str, str], tuple[int, ...]],
+) -> list[tuple[int, ...]]:
+    """Token ids of each title as a model produces it right after ``anchor`` (shared by engines).
+
+    Each title is tokenized as ``anchor + title`` and the anchor's tokens are dropped; if the two
+    merge into a token across the boundary, the title is tokenized alone. Results are cached in
+    ``cache`` per (anchor, title).
+    """
+    missing = [t for t in dict.fromkeys(titles) if (anchor, t) not in cache]
+    if missing:
+        anchor_ids = tokenizer(anchor, add_special_tokens=False).input_ids if anchor else []
+        joined = tokenizer([anchor + t for t in missing], add_special_tokens=False).input_ids
+        alone = None
+        for j, (title, ids) in enumerate(zip(missing, joined, strict=True)):
+            if ids[: len(anchor_ids)] == anchor_ids:
+                seq = tuple(ids[len(anchor_ids) :])
+            else:
+                if alone is None:
+                    alone = tokenizer(missing, add_special_tokens=False).input_ids
+                seq = tuple(alone[j])
+            cache[(anchor, title)] = seq
+    return [cache[(anchor, t)] for t in titles]

@@ -57,7 +57,7 @@ from llmrec_gen.engines.base import (
     Prompt,
     render_prompt,
 )
-from llmrec_gen.engines.constrained import TitleTrie
+from llmrec_gen.engines.constrained import TitleTrie, tokenize_titles
 from llmrec_gen.errors import ConfigError, EngineUnavailableError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -361,21 +361,7 @@ class VLLMEngine(Engine):
         Returns:
             One tuple of token ids per title (without EOS).
         """
-        missing = [t for t in dict.fromkeys(titles) if (anchor, t) not in self._title_ids]
-        if missing:
-            tok = self.tokenizer
-            anchor_ids = tok(anchor, add_special_tokens=False).input_ids if anchor else []
-            joined = tok([anchor + t for t in missing], add_special_tokens=False).input_ids
-            alone = None
-            for j, (title, ids) in enumerate(zip(missing, joined, strict=True)):
-                if ids[: len(anchor_ids)] == anchor_ids:
-                    seq = tuple(ids[len(anchor_ids) :])
-                else:
-                    if alone is None:
-                        alone = tok(missing, add_special_tokens=False).input_ids
-                    seq = tuple(alone[j])
-                self._title_ids[(anchor, title)] = seq
-        return [self._title_ids[(anchor, t)] for t in titles]
+        return tokenize_titles(self.tokenizer, titles, anchor, self._title_ids)
 
     def generate_constrained(
         self,
