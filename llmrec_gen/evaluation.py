@@ -518,6 +518,8 @@ def _llm_rates(rows: list[dict], k: int) -> dict[str, float]:
     if gen:
         out["valid_title_rate"] = totals.get("valid", 0.0) / gen
         out["hallucination_rate"] = 1 - out["valid_title_rate"]
+        if "seen" in totals:  # valid, but the user's own history: no use as a recommendation
+            out["seen_rate"] = totals["seen"] / gen
         for m in ("exact", "fuzzy", "embedding", "constrained"):
             if m in totals:
                 out[f"{m}_rate"] = totals[m] / gen
@@ -638,6 +640,7 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
         cols = [
             "valid_title_rate",
             "hallucination_rate",
+            "seen_rate",
             "exact_rate",
             "fuzzy_rate",
             "embedding_rate",
@@ -649,8 +652,9 @@ def markdown_report(result: EvalResult, cfg: EvalConfig) -> str:
         out += [
             "## LLM grounding",
             "",
-            "Rates are over all generated titles; *without fill* scores only the items the"
-            " model produced itself (fallback fills removed).",
+            "Rates are over all generated titles (valid = grounded to a catalog item; seen ="
+            " valid but already in the user's history); *without fill* scores only the items"
+            " the model produced itself (fallback fills removed).",
             "",
             _table(
                 ["method", *cols], [[m.name, *[m.llm.get(c, math.nan) for c in cols]] for m in llm]

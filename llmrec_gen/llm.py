@@ -32,6 +32,7 @@ from llmrec_gen.prompting import PromptBuilder, draw_demonstrations, format_titl
 log = logging.getLogger(__name__)
 
 _ENGINES: dict[tuple, Engine] = {}
+_TITLE_TOKENS = 40  # one title line: the longest ML-100k title + year is ~30 SmolLM2 tokens
 
 
 def shared_engine(engine: str, model: str, **kwargs: Any) -> Engine:
@@ -60,6 +61,10 @@ class LLMRecommender(Recommender):
         demo_history_len: history items shown in each demonstration (5-20).
         demo_answer_len: answer items in each demonstration (3-10).
         constrained: decode only catalog titles (trie beam search): 0 % invalid by construction.
+        title_beams: > 0 decodes free text BIGRec-style: the answer is opened with "1." and a
+            beam search of this width writes one title per beam (each beam ends at the line
+            break); the beams, best first, are grounded like a list. Greedy lists from small
+            models loop on one title; beams cannot repeat. 0 = decode one numbered list.
         max_new_tokens: generation cap; ~12 tokens per title, so k=10 needs ~150.
         temperature: 0 = greedy (deterministic); > 0 samples with ``seed``.
         num_beams: beam width for free generation.
@@ -89,6 +94,7 @@ class LLMRecommender(Recommender):
         demo_history_len: int = 10,
         demo_answer_len: int = 5,
         constrained: bool = False,
+        title_beams: int = 0,
         max_new_tokens: int = 160,
         temperature: float = 0.0,
         num_beams: int = 1,
@@ -104,6 +110,10 @@ class LLMRecommender(Recommender):
     ) -> None:
         if "rerank" in template and not candidates_from:
             raise ConfigError("llm.candidates_from: the rerank template needs a retriever")
+        if title_beams < 0 or (title_beams and constrained):
+            raise ConfigError(
+                f"llm.title_beams: must be >= 0 and 0 with constrained decoding, got {title_beams}"
+            )
         from llmrec_gen.models import resolve_adapter
 
         if engine == "openai":  # the adapter is a served model name, not a local directory
@@ -113,7 +123,7 @@ class LLMRecommender(Recommender):
         self.model, self.engine = model, engine
         self.engine_kwargs = dict(engine_kwargs or {})
         self.template, self.history_len, self.fields = template, history_len, tuple(fields)
-        self.n_demos, self.constrained = n_demos, constrained
+        self.n_demos, self.constrained, self.title_beams = n_demos, constrained, title_beams
         self.demo_history_len, self.demo_answer_len = demo_history_len, demo_answer_len
         self.max_new_tokens, self.temperature, self.num_beams = (
             max_new_tokens,
@@ -163,6 +173,8 @@ class LLMRecommender(Recommender):
         seen = [train.seen_items(u) if exclude_seen else frozenset() for u in users]
         if self.constrained:
             grounded, extras = self._constrained(prompts, seen, k)
+        elif self.title_beams:
+            grounded, extras = self._beams(prompts, seen, k)
         else:
             grounded, extras = self._free(prompts, seen, k)
         return self._finish(users, grounded, extras, k, exclude_seen)
@@ -200,6 +212,26 @@ class LLMRecommender(Recommender):
         titles = [parse_list(o.text) for o in outs]
         grounded, stats = self.grounder.ground_each(titles, seen, k)
         extras = [{"text": o.text, **s.counts()} for o, s in zip(outs, stats, strict=True)]
+        return grounded, extras
+
+    def _beams(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:
+        from llmrec_gen.grounding import parse_list
+
+        params = GenerationParams(
+            max_new_tokens=min(self.max_new_tokens, _TITLE_TOKENS),
+            num_beams=self.title_beams,
+            n=self.title_beams,
+            stop=("\n",),
+            seed=self.seed,
+        )
+        opened = [[*p, {"role": "assistant", "content": "1."}] for p in prompts]
+        outs = []
+        for start in range(0, len(opened), self.batch_size):
+            batch = opened[start : start + self.batch_size]
+            outs.extend(self.engine_.generate(batch, params, adapter=self.adapter))
+        titles = [[t for text in o.all_texts for t in parse_list(text, max_items=1)] for o in outs]
+        grounded, stats = self.grounder.ground_each(titles, seen, k)
+        extras = [{"text": "\n".join(t), **s.counts()} for t, s in zip(titles, stats, strict=True)]
         return grounded, extras
 
     def _constrained(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:

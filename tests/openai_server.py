@@ -121,6 +121,7 @@ class OpenAITestServer:
             top_p=float(body.get("top_p", 1.0)),
             seed=int(body.get("seed") or 0),
             stop=(stop,) if isinstance(stop, str) else tuple(stop),
+            n=int(body.get("n") or 1),
         )
 
     def _choices(self, body: dict[str, Any]) -> list[str] | None:
@@ -164,9 +165,10 @@ class OpenAITestServer:
                 usage = {"prompt_tokens": 0, "completion_tokens": len(picks)}
             else:
                 gens = self.engine.generate(prompts, params, adapter=adapter)
+                texts = [t for g in gens for t in g.all_texts]  # n choices per prompt, in order
                 out = [
-                    {"index": i, "text": g.text, "finish_reason": "stop", "logprobs": None}
-                    for i, g in enumerate(gens)
+                    {"index": i, "text": t, "finish_reason": "stop", "logprobs": None}
+                    for i, t in enumerate(texts)
                 ]
                 usage = {
                     "prompt_tokens": sum(g.n_prompt_tokens for g in gens),
@@ -191,12 +193,17 @@ class OpenAITestServer:
             else:
                 gen = self.engine.generate([messages], params, adapter=adapter)[0]
                 logprobs = None
-                message = {"role": "assistant", "content": gen.text}
+                messages_out = [{"role": "assistant", "content": t} for t in gen.all_texts]
                 usage = {
                     "prompt_tokens": gen.n_prompt_tokens,
                     "completion_tokens": gen.n_generated_tokens,
                 }
-        out = [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": logprobs}]
+        if choices is not None:
+            messages_out = [message]
+        out = [
+            {"index": i, "message": m, "finish_reason": "stop", "logprobs": logprobs}
+            for i, m in enumerate(messages_out)
+        ]
         return _envelope("chat.completion", body["model"], out, usage)
 
     def list_models(self) -> dict[str, Any]:

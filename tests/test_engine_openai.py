@@ -119,6 +119,16 @@ def test_stop_strings_cut_the_text(client, engine):
     assert got == engine.generate([TEXT_PROMPTS[0]], params)[0].text
 
 
+def test_n_samples_come_back_per_prompt_in_order(client, engine):
+    params = GenerationParams(max_new_tokens=6, temperature=1.0, n=3, seed=5)
+    prompts = [*TEXT_PROMPTS[:2], CHATS[0]]
+    got = client.generate(prompts, params)
+    # n > 1 sends one prompt per request, so each matches a one-prompt engine call
+    want = [engine.generate([p], params)[0] for p in prompts]
+    assert [g.all_texts for g in got] == [w.all_texts for w in want]
+    assert all(len(g.texts) == 3 for g in got)
+
+
 def test_adapter_is_sent_as_the_model_name(client, server, engine, tiny_adapter_dir):  # noqa: F811
     adapter = tiny_adapter_dir
     got = client.generate(TEXT_PROMPTS[:2] + CHATS[:1], GREEDY, adapter="tiny-lora")

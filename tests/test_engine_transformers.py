@@ -163,6 +163,35 @@ def test_beam_search_batched_equals_one_by_one(
     assert tiny.generate(PROMPTS, params) == tiny_one_by_one.generate(PROMPTS, params)
 
 
+def test_n_beams_are_returned_best_first(tiny: TransformersEngine) -> None:
+    one = tiny.generate(PROMPTS, GenerationParams(max_new_tokens=6, num_beams=3))
+    three = tiny.generate(PROMPTS, GenerationParams(max_new_tokens=6, num_beams=3, n=3))
+    for best, out in zip(one, three, strict=True):
+        assert len(out.texts) == 3
+        assert out.texts[0] == out.text == best.text
+
+
+def test_n_samples_are_seeded(tiny: TransformersEngine) -> None:
+    params = GenerationParams(max_new_tokens=6, temperature=1.0, n=4, seed=3)
+    first = tiny.generate(PROMPTS[:2], params)
+    assert all(len(out.all_texts) == 4 for out in first)
+    assert tiny.generate(PROMPTS[:2], params) == first
+
+
+@pytest.mark.slow
+def test_a_stop_string_ends_each_beam(default_model_dir: Path) -> None:
+    engine = TransformersEngine(str(default_model_dir), batch_size=2)
+    listing = "Movies:\n1. Star Wars (1977)\n2. Fargo (1996)\n3. Contact (1997)\n4."
+    params = GenerationParams(max_new_tokens=40, num_beams=6, n=6, stop=("\n",))
+    out = engine.generate([listing], params)[0]
+    # The best beam stopped at its line break, long before the token cap, and no two beams
+    # are the same line cut from longer beams that differ only later.
+    assert 0 < out.n_generated_tokens < 40
+    assert len(set(out.texts)) == 6 and all(text.strip() for text in out.texts)
+    newline = engine.tokenizer.convert_tokens_to_ids("Ċ")
+    assert newline in engine._stop_token_ids(("\n",))
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -170,6 +199,8 @@ def test_beam_search_batched_equals_one_by_one(
         GenerationParams(num_beams=0),
         GenerationParams(temperature=-1),
         GenerationParams(top_p=0),
+        GenerationParams(n=0),
+        GenerationParams(n=3, num_beams=2),
     ],
 )
 def test_invalid_params_raise_config_error(

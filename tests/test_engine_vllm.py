@@ -258,6 +258,16 @@ class TestTinyModel:
         got = tiny_engine.generate(PROMPTS[:2], GenerationParams(max_new_tokens=8, num_beams=3))
         assert len(got) == 2 and all(g.n_generated_tokens > 0 for g in got)
 
+    def test_n_beams_and_samples_come_back_best_first(self, tiny_engine):
+        best = tiny_engine.generate(PROMPTS[:2], GenerationParams(max_new_tokens=8, num_beams=3))
+        beams = GenerationParams(max_new_tokens=8, num_beams=3, n=3)
+        for one, three in zip(best, tiny_engine.generate(PROMPTS[:2], beams), strict=True):
+            assert len(three.texts) == 3 and three.texts[0] == three.text == one.text
+        samples = GenerationParams(max_new_tokens=8, temperature=1.0, n=4, seed=2)
+        got = tiny_engine.generate(PROMPTS[:2], samples)
+        assert all(len(g.texts) == 4 for g in got)
+        assert tiny_engine.generate(PROMPTS[:2], samples) == got
+
     def test_bad_inputs_raise_clear_errors(self, tiny_engine, tmp_path):
         with pytest.raises(ConfigError, match="max_new_tokens"):
             tiny_engine.generate(PROMPTS, GenerationParams(max_new_tokens=0))

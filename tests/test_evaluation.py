@@ -84,6 +84,19 @@ def test_llm_method_reports_grounding_rates(dataset_dir, tmp_path, tiny_model_di
     assert m.llm["valid_title_rate"] == 1.0 and m.llm["hallucination_rate"] == 0.0
 
 
+def test_seen_rate_is_the_share_of_generated_titles_already_in_the_history():
+    from llmrec_gen.evaluation import _llm_rates
+
+    rows = [
+        {"extras": {"generated": 4, "valid": 3, "seen": 2, "returned": 1, "filled": 9}},
+        {"extras": {"generated": 6, "valid": 6, "seen": 1, "returned": 5, "filled": 5}},
+    ]
+    rates = _llm_rates(rows, k=10)
+    assert rates["seen_rate"] == pytest.approx(3 / 10)
+    assert rates["valid_title_rate"] == pytest.approx(9 / 10)
+    assert rates["fill_rate"] == pytest.approx(14 / 20)
+
+
 def test_resume_continues_from_completed_users(dataset_dir, tmp_path):
     cfg = _config(dataset_dir, tmp_path, [{"type": "als"}])
     first = run_evaluation(cfg, progress=False).methods[0]

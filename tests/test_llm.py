@@ -59,6 +59,27 @@ def test_free_generation_fills_short_lists_from_fallback_and_marks_them(block_da
         assert extra["template"] == "zeroshot-v1"
 
 
+def test_title_beams_rank_distinct_unseen_items_and_count_them(block_data, tiny_model_dir):
+    train = block_data.train
+    users = list(block_data.held_out)[:2]
+    rec = _llm(tiny_model_dir, title_beams=4, fallback="popularity").fit(train)
+    recs = rec.recommend(users, k=5)
+    for u, items, details, extra in zip(
+        users, recs.item_ids, recs.details, recs.extras, strict=True
+    ):
+        assert len(items) == 5 and len(set(items.tolist())) == 5
+        assert not set(items.tolist()) & train.seen_items(u)
+        assert extra["generated"] == extra["valid"] + extra["invalid"] <= 4
+        assert sum(d.method == "fill" for d in details) == extra["filled"]
+    assert rec.recommend(users, k=5).item_ids[0].tolist() == recs.item_ids[0].tolist()
+
+
+@pytest.mark.parametrize("kwargs", [{"title_beams": -1}, {"title_beams": 4, "constrained": True}])
+def test_title_beams_reject_bad_values_naming_the_field(kwargs):
+    with pytest.raises(ConfigError, match="title_beams"):
+        LLMRecommender(**kwargs)
+
+
 def test_free_generation_is_deterministic_when_greedy(block_data, tiny_model_dir):
     users = list(block_data.held_out)[:2]
     a = _llm(tiny_model_dir).fit(block_data.train).recommend(users, k=5)
@@ -129,6 +150,22 @@ def test_default_model_recommends_ten_unseen_ml100k_items():
     assert len(items) == 10 == len(set(items))
     assert not set(items) & train.seen_items(42)
     assert all(d.method == "constrained" for d in recs.details[0])
+
+
+@pytest.mark.slow
+def test_default_model_title_beams_are_distinct_grounded_titles():
+    from llmrec_gen.data import TrainData, load_dataset
+
+    ds = load_dataset("ml-100k")
+    train = TrainData(ds.interactions, ds.catalog)
+    rec = LLMRecommender(engine="transformers", title_beams=8, history_len=10).fit(train)
+    recs = rec.recommend([42], k=10)
+    extra, lines = recs.extras[0], recs.extras[0]["text"].splitlines()
+    # one title per beam: 8 lines, none holding list numbering from a next line
+    assert len(lines) == 8 and not any(line[:3].rstrip(".").isdigit() for line in lines)
+    assert extra["generated"] == extra["valid"] + extra["invalid"] and extra["valid"] > 0
+    items = recs.item_ids[0].tolist()
+    assert len(items) == 10 == len(set(items)) and not set(items) & train.seen_items(42)
 
 
 def test_open_assistant_turn_is_continued_not_closed(default_model_dir):

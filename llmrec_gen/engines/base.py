@@ -34,6 +34,8 @@ class GenerationParams:
         stop: strings that end generation early (the text is cut before them).
         repetition_penalty: > 1 discourages repeating tokens (small models loop on one title
             without it; 1.0 = off, 1.1-1.5 typical).
+        n: sequences returned per prompt (``Generation.texts``): the ``n`` best beams
+            (needs ``num_beams >= n``) or ``n`` seeded samples (needs ``temperature > 0``).
     """
 
     max_new_tokens: int = 128
@@ -43,6 +45,7 @@ class GenerationParams:
     seed: int = 0
     stop: tuple[str, ...] = ()
     repetition_penalty: float = 1.0
+    n: int = 1
 
     def check(self) -> None:
         """Reject values every backend would fail on later, with a one-line ``ConfigError``."""
@@ -58,6 +61,12 @@ class GenerationParams:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.repetition_penalty <= 0:
             raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.n < 1:
+            raise ConfigError(f"n must be >= 1, got {self.n}")
+        if self.n > 1 and self.temperature == 0 and self.num_beams < self.n:
+            raise ConfigError(
+                f"n={self.n} sequences need num_beams >= n (beam search) or temperature > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -67,12 +76,20 @@ class Generation:
     Attributes:
         text: the generated continuation (prompt excluded, cut at the first stop string).
         n_prompt_tokens: prompt length in tokens (after the chat template).
-        n_generated_tokens: number of generated tokens.
+        n_generated_tokens: number of generated tokens (of the first sequence).
+        texts: every returned sequence, best first (``GenerationParams.n`` of them);
+            ``texts[0] == text``. Empty means just ``(text,)``.
     """
 
     text: str
     n_prompt_tokens: int = 0
     n_generated_tokens: int = 0
+    texts: tuple[str, ...] = ()
+
+    @property
+    def all_texts(self) -> tuple[str, ...]:
+        """Every returned sequence, best first (at least ``text``)."""
+        return self.texts or (self.text,)
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,8 @@ class OpenAIEngine(Engine):
             body["repetition_penalty"] = params.repetition_penalty
         if params.num_beams > 1:  # vLLM server extension; beam width = n, best beam first
             body.update(use_beam_search=True, n=params.num_beams)
+        elif params.n > 1:
+            body["n"] = params.n
         return body
 
     def generate(
@@ -205,7 +207,8 @@ class OpenAIEngine(Engine):
     ) -> list[Generation]:
         """Generate one continuation per prompt; output order = input order.
 
-        ``num_beams > 1`` sends vLLM's ``use_beam_search`` extension (other servers reject it).
+        ``num_beams > 1`` sends vLLM's ``use_beam_search`` extension (other servers reject it);
+        ``params.n`` best beams or samples go to ``Generation.texts``.
 
         Args:
             prompts: plain strings (``/v1/completions``) or chat-message lists
@@ -231,7 +234,7 @@ class OpenAIEngine(Engine):
                 kind = type(prompts[i]).__name__
                 raise ConfigError(f"a prompt is a str or a list of messages, got {kind}")
         # Beam search returns n choices per prompt: one prompt per request keeps indices simple.
-        size = 1 if params.num_beams > 1 else self.max_batch_size
+        size = 1 if params.num_beams > 1 or params.n > 1 else self.max_batch_size
         jobs: list[Callable[[], None]] = []
         for start in range(0, len(text_idx), size):
             idx = text_idx[start : start + size]
@@ -262,11 +265,14 @@ class OpenAIEngine(Engine):
         choices = _sorted_choices(data, len(idx) * per_prompt, self.base_url)
         usage = (data.get("usage") or {}) if len(idx) == 1 else {}
         for j, i in enumerate(idx):
-            choice = choices[j * per_prompt]  # beam search: the first of n is the best beam
+            # beam search: the first of n choices is the best beam
+            mine = choices[j * per_prompt : (j + 1) * per_prompt][: params.n]
+            texts = [_cut(str(c.get("text") or ""), params.stop) for c in mine]
             results[i] = Generation(
-                _cut(str(choice.get("text") or ""), params.stop),
+                texts[0],
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0) // per_prompt,
+                tuple(texts) if params.n > 1 else (),
             )
 
     def _chat(
@@ -283,13 +289,15 @@ class OpenAIEngine(Engine):
             payload.update(continue_final_message=True, add_generation_prompt=False)
         data = self._post("/chat/completions", payload)
         per_prompt = max(1, int(body.get("n", 1)))
-        choice = _sorted_choices(data, per_prompt, self.base_url)[0]
+        choices = _sorted_choices(data, per_prompt, self.base_url)[: params.n]
         usage = data.get("usage") or {}
-        content = (choice.get("message") or {}).get("content") or ""
+        contents = [str((c.get("message") or {}).get("content") or "") for c in choices]
+        texts = [_cut(content, params.stop) for content in contents]
         results[i] = Generation(
-            _cut(str(content), params.stop),
+            texts[0],
             int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0) // per_prompt,
+            tuple(texts) if params.n > 1 else (),
         )
 
     # ------------------------------------------------------------------ constrained decoding

@@ -96,6 +96,7 @@ class TransformersEngine(Engine):
         self._model: Any = self._base  # becomes a PeftModel once an adapter is loaded
         self._adapters: dict[str, str] = {}  # resolved adapter dir -> PEFT adapter name
         self._title_ids: dict[tuple[str, str], tuple[int, ...]] = {}  # (anchor, title) -> ids
+        self._stop_ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # stop strings -> token ids
 
         eos = self._base.generation_config.eos_token_id
         eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
@@ -186,12 +187,12 @@ class TransformersEngine(Engine):
             yield
 
     # ------------------------------------------------------------------ generation
-    def _generation_config(self, **kwargs: Any) -> Any:
+    def _generation_config(self, extra_eos: Sequence[int] = (), **kwargs: Any) -> Any:
         """A fresh config, so a model's own sampling defaults never leak into our runs."""
         from transformers import GenerationConfig
 
         return GenerationConfig(
-            eos_token_id=self._eos_ids,
+            eos_token_id=[*self._eos_ids, *extra_eos],
             pad_token_id=self.tokenizer.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
             **kwargs,
@@ -206,10 +207,11 @@ class TransformersEngine(Engine):
         """Generate one continuation per prompt, batched; output order = input order.
 
         Greedy when ``temperature == 0`` and ``num_beams == 1``; beam search when
-        ``num_beams > 1``; sampling (``temperature``, ``top_p``, no top-k) when
-        ``temperature > 0``. Sampling is seeded with ``params.seed`` once per call, so the same
-        prompts, params and ``batch_size`` give the same texts; the global torch RNG is left
-        untouched.
+        ``num_beams > 1`` (the ``params.n`` best beams go to ``Generation.texts``); sampling
+        (``temperature``, ``top_p``, no top-k; ``params.n`` samples) when ``temperature > 0``.
+        Sampling is seeded with ``params.seed`` once per call, so the same prompts, params and
+        ``batch_size`` give the same texts; the global torch RNG is left untouched. With beams,
+        tokens holding a stop string end a beam (so a beam is, e.g., exactly one list line).
 
         Args:
             prompts: plain strings or chat-message lists.
@@ -243,7 +245,12 @@ class TransformersEngine(Engine):
             options["stop_strings"] = list(params.stop)
         if params.repetition_penalty != 1.0:
             options["repetition_penalty"] = params.repetition_penalty
-        config = self._generation_config(**options)
+        if params.n > 1:
+            options["num_return_sequences"] = params.n
+        # Beam search ignores stop strings when it ranks finished hypotheses: a beam that wrote
+        # "\n" would live on into the next line. Tokens holding a stop string end beams instead.
+        stop_ids = self._stop_token_ids(params.stop) if params.num_beams > 1 else ()
+        config = self._generation_config(stop_ids, **options)
         extra = {"tokenizer": self.tokenizer} if params.stop else {}
 
         results: list[Generation | None] = [None] * len(prompts)
@@ -253,9 +260,11 @@ class TransformersEngine(Engine):
                 prefilled = self._prefill(inputs, params.num_beams) if params.num_beams > 1 else {}
                 out = self._model.generate(**inputs, **prefilled, generation_config=config, **extra)
                 new_tokens = out[:, inputs["input_ids"].shape[1] :].tolist()
-                for row, i in enumerate(idx):
-                    text, n_gen = self._decode(new_tokens[row], params.stop)
-                    results[i] = Generation(text, len(encoded[i]), n_gen)
+                for row, i in enumerate(idx):  # generate groups the n sequences of each prompt
+                    rows = new_tokens[row * params.n : (row + 1) * params.n]
+                    decoded = [self._decode(tokens, params.stop) for tokens in rows]
+                    texts = tuple(text for text, _ in decoded) if params.n > 1 else ()
+                    results[i] = Generation(decoded[0][0], len(encoded[i]), decoded[0][1], texts)
         return [r for r in results if r is not None]
 
     def _prefill(self, inputs: dict[str, torch.Tensor], expand: int) -> dict[str, Any]:
@@ -303,8 +312,21 @@ class TransformersEngine(Engine):
             torch.manual_seed(seed)
             yield
 
+    def _stop_token_ids(self, stop: Sequence[str]) -> tuple[int, ...]:
+        """Vocabulary tokens whose text contains one of the ``stop`` strings (cached)."""
+        key = tuple(s for s in stop if s)
+        if key not in self._stop_ids:
+            vocab = self.tokenizer.get_vocab()
+            texts = {i: self.tokenizer.convert_tokens_to_string([t]) for t, i in vocab.items()}
+            hits = [i for i, text in texts.items() if any(s in text for s in key)]
+            self._stop_ids[key] = tuple(sorted(i for i in hits if i not in self._eos_ids))
+        return self._stop_ids[key]
+
     def _decode(self, tokens: list[int], stop: Sequence[str]) -> tuple[str, int]:
-        """Text up to the first EOS (then cut before the first stop string) and its token count."""
+        """Text up to the first EOS (then cut before the first stop string) and its token count.
+
+        A token that ended a beam because it holds a stop string is kept until the cut.
+        """
         end = next((j for j, t in enumerate(tokens) if t in self._eos_ids), None)
         if end is not None:
             n_generated, tokens = end + 1, tokens[:end]

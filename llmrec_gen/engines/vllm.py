@@ -284,8 +284,9 @@ class VLLMEngine(Engine):
         """Generate one continuation per prompt, batched by vLLM; output order = input order.
 
         Greedy when ``temperature == 0`` and ``num_beams == 1``; ``LLM.beam_search`` when
-        ``num_beams > 1`` (vLLM's length normalization counts prompt tokens, so beams may differ
-        from transformers'); seeded sampling (``temperature``, ``top_p``) otherwise.
+        ``num_beams > 1`` (the ``params.n`` best beams go to ``Generation.texts``; vLLM's
+        length normalization counts prompt tokens, so beams may differ from transformers');
+        seeded sampling (``temperature``, ``top_p``) otherwise.
 
         Args:
             prompts: plain strings or chat-message lists.
@@ -314,7 +315,7 @@ class VLLMEngine(Engine):
 
         sampling = params.temperature > 0
         sp = SamplingParams(
-            n=1,
+            n=params.n,
             temperature=params.temperature,
             top_p=params.top_p if sampling else 1.0,
             seed=params.seed,
@@ -327,9 +328,17 @@ class VLLMEngine(Engine):
         outs = self.llm.generate(inputs, sp, lora_request=lora, use_tqdm=False)
         results = []
         for ids, out in zip(encoded, outs, strict=True):
-            tokens = list(out.outputs[0].token_ids)
-            results.append(Generation(self._decode(tokens, params.stop), len(ids), len(tokens)))
+            seqs = [list(o.token_ids) for o in out.outputs]
+            results.append(self._generation(seqs, len(ids), params))
         return results
+
+    def _generation(
+        self, seqs: list[list[int]], n_prompt: int, params: GenerationParams
+    ) -> Generation:
+        """One prompt's :class:`Generation` from its returned token sequences (best first)."""
+        texts = [self._decode(tokens, params.stop) for tokens in seqs] or [""]
+        n_gen = len(seqs[0]) if seqs else 0
+        return Generation(texts[0], n_prompt, n_gen, tuple(texts) if params.n > 1 else ())
 
     def _beam_generate(
         self, inputs: list[dict], encoded: list[list[int]], params: GenerationParams, lora: Any
@@ -342,8 +351,8 @@ class VLLMEngine(Engine):
         outs = self.llm.beam_search(inputs, bp, lora_request=lora)
         results = []
         for ids, out in zip(encoded, outs, strict=True):
-            tokens = list(out.sequences[0].tokens[len(ids) :]) if out.sequences else []
-            results.append(Generation(self._decode(tokens, params.stop), len(ids), len(tokens)))
+            seqs = [list(seq.tokens[len(ids) :]) for seq in out.sequences[: params.n]]
+            results.append(self._generation(seqs, len(ids), params))
         return results
 
     # ------------------------------------------------------------------ constrained decoding
