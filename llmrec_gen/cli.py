@@ -107,6 +107,10 @@ def recommend(
     constrained: Annotated[
         bool, typer.Option("--constrained/--free", help="Decode only catalog titles.")
     ] = True,
+    title_beams: Annotated[
+        int,
+        typer.Option(min=0, help="With --free: one title per beam, N beams (0: one list)."),
+    ] = 0,
     explain: Annotated[
         bool, typer.Option("--explain", help="One model-written reason per item.")
     ] = False,
@@ -138,13 +142,16 @@ def recommend(
                 "engine": engine.value,
                 "template": template,
                 "constrained": constrained,
+                "title_beams": title_beams,
                 "history_len": history_len,
             }
             if not as_json:
                 note = f"adapter {used_adapter}" if used_adapter else "no adapter"
+                mode = "constrained" if constrained else "free"
+                if title_beams:
+                    mode += f" ({title_beams} title beams)"
                 typer.echo(
-                    f"LLM: {model} ({note}), {'constrained' if constrained else 'free'}"
-                    f" decoding, template {template}",
+                    f"LLM: {model} ({note}), {mode} decoding, template {template}",
                     err=True,
                 )
             rec = build_method(MethodConfig(type="llm", params=params))

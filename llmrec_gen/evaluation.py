@@ -190,10 +190,29 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
     return result
 
 
+def _adapter_digest(mc: MethodConfig) -> str | None:
+    """Hash of a local adapter's weights, so a retrained adapter at the same path (or a new
+    bundled one) never reuses lists generated with the old one."""
+    spec = mc.params.get("adapter")
+    if not isinstance(spec, str) or mc.params.get("engine") == "openai":
+        return None
+    from llmrec_gen.models import resolve_adapter
+
+    try:
+        path = Path(resolve_adapter(spec) or "")
+    except LLMRecError:
+        return None  # the method itself reports the missing adapter when it is built
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("adapter_model.*")):
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _method_key(mc: MethodConfig, cfg: EvalConfig) -> str:
+    digest = _adapter_digest(mc)
     blob = json.dumps(
         [
-            mc.model_dump(),
+            mc.model_dump() | ({"adapter_digest": digest} if digest else {}),
             cfg.dataset,
             cfg.split.model_dump(),
             cfg.target,

@@ -72,6 +72,22 @@ def test_recommend_default_llm_prints_ten_distinct_unseen_items():
     assert all(r["grounding"] in {"constrained", "fill"} for r in payload["recommendations"])
 
 
+def test_recommend_title_beams_need_free_decoding():
+    result = _run("recommend", "--user", "42", "--title-beams", "8", "--no-adapter")
+    _one_line_error(result, "title_beams")
+
+
+@pytest.mark.slow
+def test_recommend_free_title_beams_ground_each_beam():
+    args = ("--user", "42", "--json", "--free", "--title-beams", "8", "--history-len", "10")
+    result = _run("recommend", *args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("{") :])["recommendations"]
+    assert len(rows) == 10 == len({r["item_id"] for r in rows})
+    assert {r["grounding"] for r in rows} <= {"exact", "fuzzy", "embedding", "fill"}
+    assert any(r["grounding"] != "fill" for r in rows)  # some beams ground to unseen items
+
+
 def test_recommend_unknown_user_is_a_one_line_error():
     _one_line_error(_run("recommend", "--user", "99999", "--method", "popularity"), "unknown user")
 

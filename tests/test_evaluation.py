@@ -97,6 +97,20 @@ def test_seen_rate_is_the_share_of_generated_titles_already_in_the_history():
     assert rates["fill_rate"] == pytest.approx(14 / 20)
 
 
+def test_saved_lists_are_not_reused_once_the_adapter_weights_change(tmp_path):
+    from llmrec_gen.evaluation import _method_key
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v1")
+    cfg = EvalConfig(dataset="ml-100k", methods=[{"type": "popularity"}])
+    mc = MethodConfig(type="llm", params={"adapter": str(adapter)})
+    before = _method_key(mc, cfg)
+    assert _method_key(mc, cfg) == before
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v2")
+    assert _method_key(mc, cfg) != before
+
+
 def test_resume_continues_from_completed_users(dataset_dir, tmp_path):
     cfg = _config(dataset_dir, tmp_path, [{"type": "als"}])
     first = run_evaluation(cfg, progress=False).methods[0]
