@@ -92,3 +92,18 @@ def test_pick_dtype_accepts_explicit_names() -> None:
 def test_pick_dtype_rejects_unknown_names() -> None:
     with pytest.raises(ConfigError, match="unknown dtype"):
         pick_dtype("cpu", "int3")
+
+
+def test_bundled_adapter_is_a_vllm_loadable_lora_for_the_default_model():
+    from safetensors import safe_open
+
+    from llmrec_gen.models import resolve_adapter
+
+    path = Path(resolve_adapter("bundled:ml-100k"))
+    config = json.loads((path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA"
+    assert not {"embed_tokens", "lm_head"} & set(config["target_modules"])
+    with safe_open(str(path / "adapter_model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert keys and all("lora_" in k for k in keys)
+    assert not any("embed_tokens" in k or "lm_head" in k for k in keys)
