@@ -45,6 +45,11 @@ def shared_engine(engine: str, model: str, **kwargs: Any) -> Engine:
     return _ENGINES[key]
 
 
+def _open_answer(prompts: list) -> list:
+    """Each chat prompt with its answer opened as "1.", so the model continues at a title."""
+    return [[*p, {"role": "assistant", "content": "1."}] for p in prompts]
+
+
 class LLMRecommender(Recommender):
     """Zero-/few-shot or fine-tuned decoder LLM that writes a ranked list of titles.
 
@@ -202,13 +207,18 @@ class LLMRecommender(Recommender):
             repetition_penalty=self.repetition_penalty,
         )
 
-    def _free(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:
-        from llmrec_gen.grounding import parse_list
-
+    def _generate(self, prompts: list, params: GenerationParams) -> list:
+        """Engine generations for ``prompts``, ``batch_size`` at a time, in input order."""
         outs = []
         for start in range(0, len(prompts), self.batch_size):
             batch = prompts[start : start + self.batch_size]
-            outs.extend(self.engine_.generate(batch, self._params(), adapter=self.adapter))
+            outs.extend(self.engine_.generate(batch, params, adapter=self.adapter))
+        return outs
+
+    def _free(self, prompts: list, seen: list[frozenset], k: int) -> tuple[list, list[dict]]:
+        from llmrec_gen.grounding import parse_list
+
+        outs = self._generate(prompts, self._params())
         titles = [parse_list(o.text) for o in outs]
         grounded, stats = self.grounder.ground_each(titles, seen, k)
         extras = [{"text": o.text, **s.counts()} for o, s in zip(outs, stats, strict=True)]
@@ -224,11 +234,7 @@ class LLMRecommender(Recommender):
             stop=("\n",),
             seed=self.seed,
         )
-        opened = [[*p, {"role": "assistant", "content": "1."}] for p in prompts]
-        outs = []
-        for start in range(0, len(opened), self.batch_size):
-            batch = opened[start : start + self.batch_size]
-            outs.extend(self.engine_.generate(batch, params, adapter=self.adapter))
+        outs = self._generate(_open_answer(prompts), params)
         titles = [[t for text in o.all_texts for t in parse_list(text, max_items=1)] for o in outs]
         grounded, stats = self.grounder.ground_each(titles, seen, k)
         extras = [{"text": "\n".join(t), **s.counts()} for t, s in zip(titles, stats, strict=True)]
@@ -243,7 +249,7 @@ class LLMRecommender(Recommender):
         # model is at a title position, not about to write list numbering; titles therefore
         # start with a space, as they would after "1." in free text.
         allowed = [[" " + t for t, i in by_title.items() if i not in s] for s in seen]
-        opened = [[*p, {"role": "assistant", "content": "1."}] for p in prompts]
+        opened = _open_answer(prompts)
         grounded, extras = [], []
         for start in range(0, len(prompts), self.batch_size):
             outs = self.engine_.generate_constrained(
@@ -328,13 +334,7 @@ class LLMRecommender(Recommender):
         builder = PromptBuilder("explain-v1", self.history_len, self.fields)
         prompts = [builder.build(train, user_id, target=i) for i in item_ids]
         params = GenerationParams(max_new_tokens=max_new_tokens, seed=self.seed, stop=("\n",))
-        outs = []
-        for start in range(0, len(prompts), self.batch_size):
-            outs.extend(
-                self.engine_.generate(
-                    prompts[start : start + self.batch_size], params, self.adapter
-                )
-            )
+        outs = self._generate(prompts, params)
         return [" ".join(o.text.split()) for o in outs]
 
     def predict_ratings(self, pairs: Sequence[tuple[Any, Any]]) -> np.ndarray:
@@ -347,13 +347,7 @@ class LLMRecommender(Recommender):
         builder = PromptBuilder("rating-v1", self.history_len, ("title", "year", "rating"))
         prompts = [builder.build(train, u, target=i) for u, i in pairs]
         params = GenerationParams(max_new_tokens=4, seed=self.seed)
-        outs = []
-        for start in range(0, len(prompts), self.batch_size):
-            outs.extend(
-                self.engine_.generate(
-                    prompts[start : start + self.batch_size], params, self.adapter
-                )
-            )
+        outs = self._generate(prompts, params)
         preds, self.rating_fallbacks_ = [], 0
         for (u, _), o in zip(pairs, outs, strict=True):
             m = re.search(r"[1-5]", o.text)

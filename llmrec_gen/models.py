@@ -269,6 +269,7 @@ def pick_device(device: str = "auto") -> str:
 
 
 _DTYPE_NAMES = {
+    "auto": "auto",
     "float32": "float32",
     "fp32": "float32",
     "float": "float32",
@@ -278,6 +279,18 @@ _DTYPE_NAMES = {
     "fp16": "float16",
     "half": "float16",
 }
+
+
+def dtype_name(dtype: str) -> str:
+    """Canonical dtype name (``auto``, ``float32``, ``bfloat16``, ``float16``) for an alias.
+
+    Raises:
+        ConfigError: unknown dtype name.
+    """
+    name = _DTYPE_NAMES.get(str(dtype).lower())
+    if name is None:
+        raise ConfigError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+    return name
 
 
 def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
@@ -300,10 +313,8 @@ def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
     """
     import torch
 
-    if dtype != "auto":
-        name = _DTYPE_NAMES.get(str(dtype).lower())
-        if name is None:
-            raise ConfigError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+    name = dtype_name(dtype)
+    if name != "auto":
         return getattr(torch, name)
     if str(device).startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -86,6 +86,13 @@ class Generation:
     n_generated_tokens: int = 0
     texts: tuple[str, ...] = ()
 
+    @classmethod
+    def of(cls, texts: Sequence[str], n_prompt_tokens: int, n_generated_tokens: int) -> Generation:
+        """One prompt's output from its returned sequences, best first (``[""]`` if none)."""
+        texts = list(texts) or [""]
+        many = tuple(texts) if len(texts) > 1 else ()
+        return cls(texts[0], n_prompt_tokens, n_generated_tokens, many)
+
     @property
     def all_texts(self) -> tuple[str, ...]:
         """Every returned sequence, best first (at least ``text``)."""

@@ -268,11 +268,10 @@ class OpenAIEngine(Engine):
             # beam search: the first of n choices is the best beam
             mine = choices[j * per_prompt : (j + 1) * per_prompt][: params.n]
             texts = [_cut(str(c.get("text") or ""), params.stop) for c in mine]
-            results[i] = Generation(
-                texts[0],
+            results[i] = Generation.of(
+                texts,
                 int(usage.get("prompt_tokens") or 0),
                 int(usage.get("completion_tokens") or 0) // per_prompt,
-                tuple(texts) if params.n > 1 else (),
             )
 
     def _chat(
@@ -293,11 +292,10 @@ class OpenAIEngine(Engine):
         usage = data.get("usage") or {}
         contents = [str((c.get("message") or {}).get("content") or "") for c in choices]
         texts = [_cut(content, params.stop) for content in contents]
-        results[i] = Generation(
-            texts[0],
+        results[i] = Generation.of(
+            texts,
             int(usage.get("prompt_tokens") or 0),
             int(usage.get("completion_tokens") or 0) // per_prompt,
-            tuple(texts) if params.n > 1 else (),
         )
 
     # ------------------------------------------------------------------ constrained decoding

@@ -263,8 +263,8 @@ class TransformersEngine(Engine):
                 for row, i in enumerate(idx):  # generate groups the n sequences of each prompt
                     rows = new_tokens[row * params.n : (row + 1) * params.n]
                     decoded = [self._decode(tokens, params.stop) for tokens in rows]
-                    texts = tuple(text for text, _ in decoded) if params.n > 1 else ()
-                    results[i] = Generation(decoded[0][0], len(encoded[i]), decoded[0][1], texts)
+                    texts = [text for text, _ in decoded]
+                    results[i] = Generation.of(texts, len(encoded[i]), decoded[0][1])
         return [r for r in results if r is not None]
 
     def _prefill(self, inputs: dict[str, torch.Tensor], expand: int) -> dict[str, Any]:

@@ -69,17 +69,6 @@ _ANCHOR_CHARS = 16  # as in the transformers engine: prompt tail used to tokeniz
 _CPU_KV_CACHE_BYTES = 1 << 30  # 1 GiB: ~23k tokens of SmolLM2-135M fp32 KV; more for big models
 _CPU_BLOCK_SIZE = 32  # vLLM-CPU default 128; small blocks let beam steps reuse more cached prefix
 _MAX_LOGPROB_TOKEN_IDS = 128  # vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS (per-request cap)
-_DTYPES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
 
 
 class VLLMEngine(Engine):
@@ -152,11 +141,9 @@ class VLLMEngine(Engine):
 
         from transformers import AutoTokenizer, GenerationConfig
 
-        from llmrec_gen.models import resolve_model
+        from llmrec_gen.models import dtype_name, resolve_model
 
-        dtype_name = _DTYPES.get(str(dtype).lower())
-        if dtype_name is None:
-            raise ConfigError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+        vllm_dtype = dtype_name(dtype)
         known = {f.name for f in dataclasses.fields(EngineArgs)}
         unknown = sorted(set(engine_kwargs) - known)
         if unknown:
@@ -194,7 +181,7 @@ class VLLMEngine(Engine):
         args: dict[str, Any] = {
             "model": str(self.model_path),
             "tokenizer": str(self.model_path),
-            "dtype": "float32" if dtype_name == "auto" and self.on_cpu else dtype_name,
+            "dtype": "float32" if vllm_dtype == "auto" and self.on_cpu else vllm_dtype,
             "tensor_parallel_size": tensor_parallel_size,
             "pipeline_parallel_size": pipeline_parallel_size,
             "max_model_len": max_model_len,
@@ -329,16 +316,13 @@ class VLLMEngine(Engine):
         results = []
         for ids, out in zip(encoded, outs, strict=True):
             seqs = [list(o.token_ids) for o in out.outputs]
-            results.append(self._generation(seqs, len(ids), params))
+            results.append(self._generation(seqs, len(ids), params.stop))
         return results
 
-    def _generation(
-        self, seqs: list[list[int]], n_prompt: int, params: GenerationParams
-    ) -> Generation:
+    def _generation(self, seqs: list[list[int]], n_prompt: int, stop: Sequence[str]) -> Generation:
         """One prompt's :class:`Generation` from its returned token sequences (best first)."""
-        texts = [self._decode(tokens, params.stop) for tokens in seqs] or [""]
-        n_gen = len(seqs[0]) if seqs else 0
-        return Generation(texts[0], n_prompt, n_gen, tuple(texts) if params.n > 1 else ())
+        texts = [self._decode(tokens, stop) for tokens in seqs]
+        return Generation.of(texts, n_prompt, len(seqs[0]) if seqs else 0)
 
     def _beam_generate(
         self, inputs: list[dict], encoded: list[list[int]], params: GenerationParams, lora: Any
@@ -352,7 +336,7 @@ class VLLMEngine(Engine):
         results = []
         for ids, out in zip(encoded, outs, strict=True):
             seqs = [list(seq.tokens[len(ids) :]) for seq in out.sequences[: params.n]]
-            results.append(self._generation(seqs, len(ids), params))
+            results.append(self._generation(seqs, len(ids), params.stop))
         return results
 
     # ------------------------------------------------------------------ constrained decoding
