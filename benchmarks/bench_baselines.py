@@ -20,10 +20,12 @@ import logging
 import os
 import time
 
-from llmrec_gen.baselines import BASELINES, make_baseline
-from llmrec_gen.data import load_dataset
-from llmrec_gen.metrics import mean_metrics, ranking_metrics
-from llmrec_gen.splits import split_dataset
+from llmrec_gen.data import load_dataset, split_dataset
+from llmrec_gen.evaluation.metrics import mean_metrics, ranking_metrics
+from llmrec_gen.recommenders.base import Capability
+from llmrec_gen.registry import build_method, names
+
+BASELINES = [n for n in names(Capability.RANK) if n != "llm"]
 
 
 def main() -> None:
@@ -57,7 +59,7 @@ def main() -> None:
     total_fit = total_rec = total_cpu = 0.0
     for name in names:
         c0, t0 = time.process_time(), time.perf_counter()
-        rec = make_baseline(name).fit(train)
+        rec = build_method(name).fit(train)
         t1 = time.perf_counter()
         recs = rec.recommend(users, k=args.k)
         t2, cpu = time.perf_counter(), time.process_time() - c0

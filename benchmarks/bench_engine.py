@@ -23,7 +23,7 @@ import random
 import time
 from pathlib import Path
 
-from llmrec_gen.engines import GenerationParams, make_engine
+from llmrec_gen.llm.engines import GenerationParams, make_engine
 
 TITLES = [
     "Toy Story (1995)", "GoldenEye (1995)", "Get Shorty (1995)", "Twelve Monkeys (1995)",

@@ -72,17 +72,17 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
 
 def run_engine(name: str, args: argparse.Namespace, prompts: list, allowed: list) -> dict:
     """Build an engine, warm it up, time generate (and generate_constrained), close it."""
-    from llmrec_gen.engines.base import GenerationParams
+    from llmrec_gen.llm.engines.base import GenerationParams
 
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
     if name == "transformers":
-        from llmrec_gen.engines.transformers import TransformersEngine
+        from llmrec_gen.llm.engines.transformers import TransformersEngine
 
         engine, startup = timed(
             TransformersEngine, args.model, device="cpu", batch_size=args.batch_size
         )
     else:
-        from llmrec_gen.engines.vllm import VLLMEngine
+        from llmrec_gen.llm.engines.vllm import VLLMEngine
 
         engine, startup = timed(VLLMEngine, args.model, enable_lora=False)
     try:

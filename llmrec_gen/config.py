@@ -1,4 +1,8 @@
-"""Typed, validated configs loaded from YAML files, with CLI overrides.
+"""Typed, validated configs: the base model, YAML loading and CLI overrides.
+
+Each component owns its config class (``SplitConfig`` in :mod:`llmrec_gen.data.splits`,
+``EvalConfig`` in :mod:`llmrec_gen.evaluation.config`, one per recommender, ...); this module holds
+what they share.
 
 Precedence: CLI flags / ``--set key=value`` > config file > defaults. Every error names the
 field (``split.seed: Input should be a valid integer``) and is raised as
@@ -10,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmrec_gen.errors import ConfigError
 
@@ -105,6 +109,20 @@ def load_yaml_model(
         raise ConfigError(f"{what}: {format_validation_error(exc)}") from None
 
 
+def validate(model_cls: type[M], data: Any, owner: str) -> M:
+    """Validate ``data`` (a mapping or an instance) as ``model_cls``; errors name ``owner.field``.
+
+    Raises:
+        ConfigError: the first invalid field, e.g. ``als: factors: Input should be ...``.
+    """
+    if isinstance(data, model_cls):
+        return data
+    try:
+        return model_cls.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"{owner}: {format_validation_error(exc)}") from None
+
+
 def format_validation_error(exc: ValidationError) -> str:
     """First pydantic error as ``field.path: message`` (one line)."""
     err = exc.errors()[0]
@@ -126,59 +144,3 @@ def resolve_config_path(path: str | Path) -> Path:
         if p.suffix in ("", ".yaml") and cand.exists() and p.parent == Path("."):
             return cand
     raise ConfigError(f"config file not found: {path}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation configs
-
-
-class SplitConfig(StrictModel):
-    """How to split (see :func:`llmrec_gen.splits.split_dataset`)."""
-
-    protocol: Literal["leave_last_out", "global_timeline"] = "leave_last_out"
-    seed: int = 0  # seeds the timestamp tie-break and cold-start simulation
-    min_rating: float | None = None  # None = every interaction is a positive; 4.0 = liked only
-    valid_frac: float = Field(0.1, ge=0, lt=1)  # global_timeline only
-    test_frac: float = Field(0.1, gt=0, lt=1)  # global_timeline only
-    head_share: float = Field(0.2, gt=0, lt=1)  # head items cover this share of train events
-    cold_user_max: int = Field(5, ge=0)  # users with <= this many train interactions are cold
-    cold_start_fraction: float = Field(0.0, ge=0, le=1)  # simulate cold users (0 = off)
-    cold_start_keep: int = Field(3, ge=1)  # train interactions kept by simulated cold users
-
-
-class MethodConfig(StrictModel):
-    """One method to evaluate.
-
-    ``type`` is a baseline name (``popularity``, ``als``, ``lightfm-hybrid``, ...) or ``llm``;
-    ``params`` are its constructor arguments (validated when the method is built).
-    """
-
-    name: str | None = None  # label in reports; defaults to type
-    type: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """Name shown in reports."""
-        return self.name or self.type
-
-
-class EvalConfig(StrictModel):
-    """An offline evaluation: one dataset, one split, several methods, one metric table."""
-
-    name: str = "experiment"  # run name; the run directory is output_dir/name
-    task: Literal["ranking", "rating"] = "ranking"  # rating = predict 1-5 for held-out pairs
-    dataset: str = "ml-100k"  # built-in name or path (see llmrec_gen.data)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    target: Literal["valid", "test"] = "test"  # which held-out interaction is ranked
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
-    metrics: list[str] = Field(
-        default_factory=lambda: ["HR", "Precision", "Recall", "NDCG", "MRR", "MAP"]
-    )
-    user_sample: int | None = Field(None, ge=1)  # None = all users; else a seeded sample
-    sampled_negatives: int | None = Field(None, ge=1)  # None = full catalog (default, honest)
-    seed: int = 0  # seeds user sampling and sampled negatives
-    methods: list[MethodConfig] = Field(min_length=1)
-    output_dir: str = "runs"  # parent of the run directory
-    resume: bool = True  # reuse finished methods / LLM checkpoints from an interrupted run
-    plot: bool = True  # write metrics.png

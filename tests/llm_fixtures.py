@@ -1,10 +1,11 @@
 """Real (tiny or default) language models for engine tests; import the fixtures you need.
 
 ``tiny_model_dir`` is a random-init 2-layer Llama (hidden size 64) saved with the real SmolLM2
-tokenizer and chat template, so tokenization, templating, batching and decoding are exercised for
-real in about a second. ``tiny_adapter_dir`` is a LoRA adapter for it with random (non-zero)
-weights, so it changes the output. ``default_model_dir`` is the converted SmolLM2-135M-Instruct
-(converted once into the user cache, ~25 s the first time).
+tokenizer and chat template (read from the packaged GGUF when the default model has not been
+converted, so it never waits for that conversion): tokenization, templating, batching and decoding
+are exercised for real in about a second. ``tiny_adapter_dir`` is a LoRA adapter for it with
+random (non-zero) weights, so it changes the output. ``default_model_dir`` is the converted
+SmolLM2-135M-Instruct (converted once into the user cache, ~25 s the first time).
 """
 
 from __future__ import annotations
@@ -62,18 +63,20 @@ def history_prompt(watched: list[str], n: int = 10) -> list[dict[str, str]]:
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The converted default model (SmolLM2-135M-Instruct) in the user's llmrec-gen cache."""
-    from llmrec_gen.models import resolve_model
+    from llmrec_gen.llm.models import resolve_model
 
     return resolve_model("default")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_dir: Path) -> Path:
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init 2-layer Llama with the real SmolLM2 tokenizer, saved to a temp dir."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    from llmrec_gen.llm.models import load_default_tokenizer
+
+    tokenizer = load_default_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

@@ -3,8 +3,8 @@
 :class:`OpenAITestServer` serves ``GET /v1/models``, ``POST /v1/completions`` and
 ``POST /v1/chat/completions`` from a stdlib ``ThreadingHTTPServer`` bound to ``127.0.0.1`` on a
 free port, answering with an in-process engine (normally
-:class:`~llmrec_gen.engines.transformers.TransformersEngine`), so
-:class:`~llmrec_gen.engines.openai.OpenAIEngine` can be tested over real HTTP against known
+:class:`~llmrec_gen.llm.engines.transformers.TransformersEngine`), so
+:class:`~llmrec_gen.llm.engines.openai.OpenAIEngine` can be tested over real HTTP against known
 outputs. Like ``vllm serve``, it serves LoRA adapters under their own model names and (optionally)
 understands vLLM's choice constraint (``structured_outputs={"choice": [...]}`` or the older
 ``guided_choice``), answered with the engine's constrained decoding (``k=1``). Not shipped::
@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from llmrec_gen.engines.base import Engine, GenerationParams
+from llmrec_gen.llm.adapters import AdapterRef, resolve_adapter
+from llmrec_gen.llm.engines.base import Engine, GenerationParams
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: prompts are a few KB; anything bigger is a test bug
 MAX_PROMPTS = 64  # per /v1/completions request
@@ -102,11 +103,12 @@ class OpenAITestServer:
         self.stop()
 
     # ------------------------------------------------------------------ endpoints
-    def _adapter(self, body: dict[str, Any]) -> str | None:
+    def _adapter(self, body: dict[str, Any]) -> AdapterRef | None:
         model = body.get("model")
         if model not in self.models:
             raise _BadRequest(404, f"The model `{model}` does not exist.")
-        return self.models[model]
+        path = self.models[model]
+        return resolve_adapter(path) if path is not None else None
 
     def _params(self, body: dict[str, Any]) -> GenerationParams:
         max_tokens = int(body.get("max_tokens") or 16)
@@ -139,7 +141,7 @@ class OpenAITestServer:
         return None
 
     def _constrained(
-        self, prompt: Any, choices: list[str], adapter: str | None
+        self, prompt: Any, choices: list[str], adapter: AdapterRef | None
     ) -> tuple[str, float]:
         out = self.engine.generate_constrained([prompt], [choices], k=1, adapter=adapter)[0]
         return out.titles[0], out.scores[0]

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from llmrec_gen.config import (
-    EvalConfig,
-    SplitConfig,
-    load_yaml_model,
-    parse_overrides,
-    resolve_config_path,
-)
+from llmrec_gen.config import load_yaml_model, parse_overrides, resolve_config_path
+from llmrec_gen.data.splits import SplitConfig
 from llmrec_gen.errors import ConfigError
+from llmrec_gen.evaluation.config import EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = REPO / "eval" / "configs" / "ml100k-baselines.yaml"
@@ -211,14 +207,10 @@ def test_assignment_is_validated() -> None:
 
 
 def test_override_can_index_into_the_methods_list():
-    from llmrec_gen.config import EvalConfig, load_yaml_model
-
     cfg = load_yaml_model(EvalConfig, "ml100k-baselines", {"methods.1.params.seed": 3})
     assert cfg.methods[1].params == {"seed": 3}
 
 
 def test_override_with_bad_list_index_names_it():
-    from llmrec_gen.config import EvalConfig, load_yaml_model
-
     with pytest.raises(ConfigError, match="methods.99"):
         load_yaml_model(EvalConfig, "ml100k-baselines", {"methods.99.type": "als"})

@@ -1,0 +1,338 @@
+"""The generative LLM recommender: prompt -> generated titles -> grounded catalogue IDs.
+
+:class:`LLMRecommender` implements the one method contract:
+
+1. ``fit(train)`` keeps the training data and draws few-shot demonstrations from it (and from it
+   only). The engine is loaded lazily, once per process, and shared by LLM methods.
+2. ``recommend(users, k, items=None)`` renders one prompt per user, generates in batches and
+   grounds the answer to catalogue IDs, dropping seen items, duplicates and (with ``items``)
+   non-candidates. Three decodings (``decoding.mode``):
+
+   * ``list``: one numbered list, parsed and grounded exact -> fuzzy -> embedding;
+   * ``title_beams``: the answer is opened with "1." and a beam search writes one title per beam
+     (BIGRec-style), each grounded like a list entry;
+   * ``constrained``: beam search over a trie of the allowed titles, so nothing is invented.
+
+   Lists may come back shorter than ``k``; compose with
+   :class:`~llmrec_gen.recommenders.compose.Fallback` to fill them.
+
+Per-user :class:`~llmrec_gen.llm.grounding.stats.GroundingStats` travel in
+``Recommendations.stats``; :meth:`LLMRecommender.summarize_stats` turns them into valid-title
+(hallucination) and seen rates.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from llmrec_gen.config import StrictModel
+from llmrec_gen.data.train_data import TrainData
+from llmrec_gen.errors import ConfigError
+from llmrec_gen.llm.adapters import resolve_adapter
+from llmrec_gen.llm.engines.base import Engine, Generation, GenerationParams, Prompt
+from llmrec_gen.llm.grounding.match import GroundedTitle, GroundingConfig
+from llmrec_gen.llm.grounding.stats import GroundingStats
+from llmrec_gen.llm.prompting import Demonstration, PromptBuilder, PromptConfig, format_title
+from llmrec_gen.recommenders.base import (
+    RANKER,
+    Capability,
+    Provenance,
+    RatingPredictions,
+    Recommendations,
+    Recommender,
+    check_k,
+)
+
+log = logging.getLogger(__name__)
+
+_TITLE_TOKENS = 40  # one title line: the longest ML-100k title + year is ~30 SmolLM2 tokens
+
+
+class DecodingConfig(StrictModel):
+    """How the model's answer is decoded (see the module docstring for the three modes)."""
+
+    mode: Literal["list", "constrained", "title_beams"] = "list"  # see the module docstring
+    title_beams: int = Field(20, ge=1)  # title_beams mode: beams = titles per user; 10-50
+    max_new_tokens: int = Field(160, ge=1)  # list mode cap; ~12 tokens per title (k=10: ~150)
+    temperature: float = Field(0.0, ge=0)  # list mode: 0 = greedy; > 0 samples with `seed`
+    num_beams: int = Field(1, ge=1)  # list mode beam width (1 = greedy)
+    repetition_penalty: float = Field(1.0, gt=0)  # > 1 discourages looping on one title
+
+
+class LLMConfig(StrictModel):
+    """A decoder LLM as a recommender: which model, how to prompt, decode and ground."""
+
+    model: str = "default"  # "default" (bundled SmolLM2-135M-Instruct), a local HF dir or Hub id
+    adapter: str | None = None  # LoRA: a PEFT dir, "bundled:<dataset>", or a served name (openai)
+    engine: Literal["auto", "transformers", "vllm", "openai"] = "auto"  # inference backend
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # engine options (base_url, ...)
+    batch_size: int = Field(8, ge=1)  # users per generate call (and per evaluator checkpoint)
+    seed: int = 0  # seeds demonstrations and sampling
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+
+
+def parse_rating(text: str) -> float | None:
+    """The first digit 1-5 in a generated answer (``"I'd say 4/5"`` -> 4.0), else None."""
+    match = re.search(r"[1-5]", text)
+    return float(match.group()) if match else None
+
+
+def _open_answer(prompts: list[Prompt]) -> list[Prompt]:
+    """Each chat prompt with its answer opened as "1.", so the model continues at a title."""
+    return [[*p, {"role": "assistant", "content": "1."}] for p in prompts]  # type: ignore[misc]
+
+
+class LLMRecommender(Recommender):
+    """Zero-/few-shot or fine-tuned decoder LLM that writes a ranked list of titles.
+
+    Args:
+        config: an :class:`LLMConfig` (or mapping); keyword overrides are applied over it, e.g.
+            ``LLMRecommender(prompt={"template": "fewshot-v1", "n_demos": 2})``.
+
+    Raises:
+        ConfigError: an invalid field (named), before any model is loaded.
+        ModelNotFoundError: a missing or broken adapter.
+        TemplateError: an unknown or broken template.
+    """
+
+    name = "llm"
+    config_class = LLMConfig
+    capabilities = RANKER | {
+        Capability.PREDICT_RATINGS,
+        Capability.GENERATION_STATS,
+        Capability.CONTENT_DIGEST,
+    }
+
+    def __init__(self, config: LLMConfig | Mapping[str, Any] | None = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        c: LLMConfig = self.config
+        self.adapter = resolve_adapter(c.adapter, remote=c.engine == "openai")
+        self.builder = PromptBuilder(c.prompt)
+        self.users_per_call = c.batch_size
+        self.demos_: list[Demonstration] = []
+        self._titles: dict[str, Any] | None = None
+        self._grounder: Any = None
+
+    # -- contract ----------------------------------------------------------------------------
+
+    def fit(self, train: TrainData) -> LLMRecommender:
+        """Keep ``train`` and draw the few-shot demonstrations from it only."""
+        self.train_ = train
+        self.demos_ = self.builder.demonstrations(train, seed=self.config.seed)
+        self._titles = None
+        self._grounder = None
+        return self
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        items: Sequence[Sequence[Any]] | None = None,
+    ) -> Recommendations:
+        """Generate and ground top-``k`` lists for ``user_ids`` (see the module docstring)."""
+        train = self._check_fitted()
+        k = check_k(k)
+        train.user_indices(user_ids)  # unknown users fail before any generation
+        users = list(user_ids)
+        if items is not None and len(items) != len(users):
+            raise ConfigError(f"items: got {len(items)} candidate lists for {len(users)} users")
+        prompts = self.prompts(users, k, items=items)
+        seen = [train.seen_items(u) if exclude_seen else frozenset() for u in users]
+        allowed = [frozenset(c) for c in items] if items is not None else None
+        mode = self.config.decoding.mode
+        if mode == "constrained":
+            grounded, stats, texts = self._constrained(prompts, seen, allowed, k)
+        else:
+            titles, texts = self._generate_titles(prompts, beams=mode == "title_beams")
+            grounded, stats = self.grounder.ground_each(titles, seen, k, allowed=allowed)
+        item_out, score_out, details = [], [], []
+        for g in grounded:
+            ids = [x.item_id for x in g][:k]
+            item_out.append(np.asarray(ids, dtype=train.item_ids.dtype))
+            score_out.append(1.0 / np.arange(1, len(ids) + 1))  # rank-based: higher is better
+            details.append([Provenance(x.method, float(x.score), x.generated) for x in g][:k])
+        return Recommendations(
+            users, item_out, score_out, details, [s.as_dict() for s in stats], texts
+        )
+
+    def summarize_stats(self, stats: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        """Totals and rates of the per-user grounding counts (see :class:`GroundingStats`)."""
+        return GroundingStats.summarize(stats)
+
+    def content_digest(self) -> str | None:
+        """The adapter's weight digest: a retrained adapter never reuses saved lists."""
+        return self.adapter.digest() if self.adapter is not None else None
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def prompts(
+        self, user_ids: Sequence[Any], k: int = 10, *, items: Sequence[Sequence[Any]] | None = None
+    ) -> list[Prompt]:
+        """The chat prompt of each user (what the model is asked), from training data only.
+
+        Raises:
+            ConfigError: the template shows candidates but ``items`` is not given.
+        """
+        train = self._check_fitted()
+        if self.builder.uses("candidates") and items is None:
+            raise ConfigError(
+                f"prompt.template: '{self.builder.template_id}' shows candidates: use it as the "
+                "ranker of a two-stage method (retriever + ranker)"
+            )
+        shown = items if items is not None and self.builder.uses("candidates") else None
+        return [
+            self.builder.build(
+                train, u, demos=self.demos_, candidates=shown[n] if shown else (), k=k
+            )
+            for n, u in enumerate(user_ids)
+        ]
+
+    # -- generation --------------------------------------------------------------------------
+
+    @property
+    def engine_(self) -> Engine:
+        """The (shared, lazily built) inference engine."""
+        from llmrec_gen.llm.engines import shared_engine
+
+        c = self.config
+        return shared_engine(c.engine, c.model, **c.engine_kwargs)
+
+    def _generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
+        """Engine generations for ``prompts``, ``batch_size`` at a time, in input order."""
+        outs: list[Generation] = []
+        step = self.config.batch_size
+        for start in range(0, len(prompts), step):
+            outs.extend(
+                self.engine_.generate(prompts[start : start + step], params, adapter=self.adapter)
+            )
+        return outs
+
+    def _generate_titles(
+        self, prompts: list[Prompt], *, beams: bool
+    ) -> tuple[list[list[str]], list[str]]:
+        """Generated titles per prompt (a parsed list, or one title per beam) and the raw text."""
+        from llmrec_gen.llm.grounding.parse import parse_list
+
+        d, seed = self.config.decoding, self.config.seed
+        if not beams:
+            params = GenerationParams(
+                max_new_tokens=d.max_new_tokens,
+                temperature=d.temperature,
+                num_beams=d.num_beams,
+                seed=seed,
+                repetition_penalty=d.repetition_penalty,
+            )
+            outs = self._generate(prompts, params)
+            return [parse_list(o.text) for o in outs], [o.text for o in outs]
+        params = GenerationParams(
+            max_new_tokens=min(d.max_new_tokens, _TITLE_TOKENS),
+            num_beams=d.title_beams,
+            n=d.title_beams,
+            stop=("\n",),
+            seed=seed,
+        )
+        outs = self._generate(_open_answer(prompts), params)
+        titles = [[t for text in o.all_texts for t in parse_list(text, max_items=1)] for o in outs]
+        return titles, ["\n".join(t) for t in titles]
+
+    def _constrained(
+        self,
+        prompts: list[Prompt],
+        seen: list[frozenset],
+        allowed: list[frozenset] | None,
+        k: int,
+    ) -> tuple[list[list[GroundedTitle]], list[GroundingStats], list[str]]:
+        by_title = self.title_index()
+        # The answer is opened with "1." (an open assistant turn the model continues), so the
+        # model is at a title position, not about to write list numbering; titles therefore
+        # start with a space, as they would after "1." in free text.
+        titles = [
+            [
+                " " + t
+                for t, i in by_title.items()
+                if i not in s and (allowed is None or i in allowed[n])
+            ]
+            for n, s in enumerate(seen)
+        ]
+        opened = _open_answer(prompts)
+        grounded, stats, texts = [], [], []
+        step = self.config.batch_size
+        for start in range(0, len(prompts), step):
+            outs = self.engine_.generate_constrained(
+                opened[start : start + step], titles[start : start + step], k, adapter=self.adapter
+            )
+            for out in outs:
+                picked = [t[1:] for t in out.titles]
+                grounded.append([GroundedTitle(t, by_title[t], "constrained", 1.0) for t in picked])
+                n = len(picked)
+                stats.append(GroundingStats(generated=n, valid=n, constrained=n, returned=n))
+                texts.append("\n".join(picked))
+        return grounded, stats, texts
+
+    def title_index(self) -> dict[str, Any]:
+        """Formatted title -> item ID over the catalogue (first item wins when two share one)."""
+        if self._titles is None:
+            cat = self._check_fitted().catalog
+            index: dict[str, Any] = {}
+            for t, y, i in zip(cat["title"], cat["year"], cat["item_id"], strict=True):
+                index.setdefault(format_title(t, y), i)
+            self._titles = index
+        return self._titles
+
+    @property
+    def grounder(self) -> Any:
+        """Grounder over the training catalogue (built lazily; embeddings encoded on first use)."""
+        from llmrec_gen.llm.grounding.match import Grounder
+
+        if self._grounder is None:
+            self._grounder = Grounder(self._check_fitted().catalog, self.config.grounding)
+        return self._grounder
+
+    # -- other tasks -------------------------------------------------------------------------
+
+    def explain(self, user_id: Any, item_ids: Sequence[Any], max_new_tokens: int = 48) -> list[str]:
+        """One short model-written reason per recommended item (``explain-v1`` template)."""
+        train = self._check_fitted()
+        builder = PromptBuilder(self.config.prompt, template="explain-v1")
+        prompts: list[Prompt] = [builder.build(train, user_id, target=i) for i in item_ids]
+        params = GenerationParams(
+            max_new_tokens=max_new_tokens, seed=self.config.seed, stop=("\n",)
+        )
+        return [" ".join(o.text.split()) for o in self._generate(prompts, params)]
+
+    def predict_ratings(self, pairs: Sequence[tuple[Any, Any]]) -> RatingPredictions:
+        """Predict 1-5 ratings for ``(user, item)`` pairs with the ``rating-v1`` template.
+
+        Unparsable answers fall back to the user's mean training rating (counted as
+        ``stats["unparsed"]``).
+        """
+        train = self._check_fitted()
+        builder = PromptBuilder(
+            self.config.prompt, template="rating-v1", fields=("title", "year", "rating")
+        )
+        prompts: list[Prompt] = [builder.build(train, u, target=i) for u, i in pairs]
+        outs = self._generate(prompts, GenerationParams(max_new_tokens=4, seed=self.config.seed))
+        preds, unparsed = [], 0
+        for (u, _), o in zip(pairs, outs, strict=True):
+            value = parse_rating(o.text)
+            if value is None:
+                unparsed += 1
+                value = float(np.mean(train.history_ratings(u)))
+            preds.append(value)
+        stats = {"pairs": len(pairs), "unparsed": unparsed}
+        return RatingPredictions(np.asarray(preds), stats, [o.text for o in outs])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_grounder"] = None  # holds an encoder; rebuilt lazily
+        return state
