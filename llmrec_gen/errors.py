@@ -42,3 +42,7 @@ class EngineUnavailableError(LLMRecError):
 
 class NotFittedError(LLMRecError):
     """``recommend`` was called before ``fit``."""
+
+
+class BusyError(LLMRecError):
+    """Another process holds a lock on the same output (e.g. an evaluation's run directory)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from llmrec_gen.errors import ConfigError
+from llmrec_gen.errors import BusyError, ConfigError
 
 
 def to_python(value: Any) -> Any:
@@ -147,3 +147,61 @@ def check_writable(output_dir: str | Path, what: str, *, create: bool = False) -
         reason = exc.strerror or type(exc).__name__
         raise ConfigError(f"{what}: '{output_dir}' is not writable ({reason})") from None
     return path
+
+
+LOCK_FILE = ".lock"
+"""The lock file inside a locked directory (it stays; the lock is the ``flock`` on it)."""
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path, what: str = "run directory") -> Iterator[Path]:
+    """Hold an exclusive lock on ``directory`` for the duration of the block; fail if taken.
+
+    The lock is an ``flock`` on ``directory/.lock``: the kernel releases it when the holder
+    exits, even after ``kill -9``, so a lock is never stale. The holder writes its pid, host
+    and start time into the file so a second process can say who holds it. A second process
+    fails at once instead of waiting (a run can take hours; waiting silently would look like a
+    hang). ``flock`` is reliable on local file systems; on NFS it depends on the server.
+
+    Raises:
+        BusyError: another process holds the lock (the message names its pid and host).
+    """
+    import fcntl
+    import socket
+    import time
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(path)
+            raise BusyError(
+                f"{what} '{directory}' is in use by {holder}; wait for it to finish or use "
+                "another output_dir"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _lock_holder(path: Path) -> str:
+    """``"pid 123 on host h (since ...)"`` from a lock file, or a vaguer text if unreadable."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info.get("pid"):
+        return "another process"
+    since = f" (since {info['started']})" if info.get("started") else ""
+    return f"pid {info['pid']} on host {info.get('host', '?')}{since}"

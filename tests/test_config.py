@@ -39,7 +39,7 @@ def test_baselines_config_file_loads() -> None:
     cfg = load_yaml_model(EvalConfig, BASELINES)
     assert cfg.name == "ml100k-baselines"
     assert cfg.dataset == "ml-100k"
-    assert cfg.split == SplitConfig(protocol="leave_last_out", seed=0, min_rating=None)
+    assert cfg.split == SplitConfig(protocol="leave_last_out", seeds=[0, 1, 2, 3, 4])
     assert cfg.ks == [5, 10, 20]
     assert [m.type for m in cfg.methods][:3] == ["random", "popularity", "itemknn"]
 
@@ -154,7 +154,8 @@ def test_out_of_range_value_names_the_field() -> None:
 
 def test_invalid_choice_names_the_field() -> None:
     message = config_error(BASELINES, {"split.protocol": "random"})
-    assert message.startswith("config: split.protocol: Input should be 'leave_last_out' or")
+    assert message.startswith("config: split.protocol: Input should be 'leave_last_out',")
+    assert "'random_leave_one_out'" in message  # lists every protocol
 
 
 def test_missing_required_field_is_named(tmp_path: Path) -> None:

@@ -18,9 +18,16 @@ def evaluate(
     user_sample: Annotated[int | None, typer.Option(help="Overrides user_sample.")] = None,
     target: Annotated[str | None, typer.Option(help="Overrides target (valid/test).")] = None,
     only: Annotated[str | None, typer.Option(help="Comma-separated method names to run.")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Split seeds, e.g. 0,1,2 (overrides split.seeds).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Evaluate the config's methods on one split; writes a run directory of reports."""
+    """Evaluate the config's methods on one split per seed; writes a run directory of reports.
+
+    The run directory is output_dir/<name>-<digest of the resolved config>; rerunning the same
+    config resumes there, a second run into it at the same time fails.
+    """
     with user_errors():
         from llmrec_gen.config import load_yaml_model, parse_overrides
         from llmrec_gen.evaluation import EvalConfig, run_evaluation
@@ -33,6 +40,8 @@ def evaluate(
         ):
             if value is not None:
                 overrides[key] = value
+        if seeds is not None:
+            overrides["split.seeds"] = _parse_seeds(seeds)
         cfg = load_yaml_model(EvalConfig, config, overrides, what="eval config")
         if only:
             wanted = {w.strip() for w in only.split(",")}
@@ -42,4 +51,18 @@ def evaluate(
             cfg.methods = [m for m in cfg.methods if m.label in wanted]
         result = run_evaluation(cfg, progress=progress)
         typer.echo((result.run_dir / "report.md").read_text())
-        typer.echo(f"wrote {result.run_dir}/ (metrics.json, metrics.csv, report.md, metrics.png)")
+        typer.echo(
+            f"wrote {result.run_dir}/ (report.md, metrics.json, metrics.csv, per_user.csv,"
+            " metrics.png, seed-*/)"
+        )
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is a one-line error naming ``--seeds``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        fail("--seeds: give at least one seed, e.g. --seeds 0,1,2")
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        fail(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}")

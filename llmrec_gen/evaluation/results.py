@@ -1,6 +1,9 @@
 """What an evaluation produces, and how it is stored in the run directory.
 
 * :class:`MethodResult` / :class:`EvalResult`: the numbers of one method / one run.
+* ``per_user.csv``: one row per ``method, seed, user`` with every accuracy metric (or, for the
+  rating task, the user's pairs, MAE and RMSE) and ``cohort:<name>`` flags (0/1), so any
+  comparison can be recomputed (:func:`read_per_user`).
 * Per-user rows (``recs.jsonl``): ``{"user", "items", "sources", "stats"}`` — the lists each
   method returned, so metrics can be recomputed and a rerun reuses them instead of generating
   again. ``recs.partial.jsonl`` is the checkpoint of a method that has not finished: a header line
@@ -22,18 +25,27 @@ from llmrec_gen.io import atomic_write_text, to_python
 
 log = logging.getLogger(__name__)
 
+COHORT_PREFIX = "cohort:"
+"""Per-user tables mark cohort membership in boolean columns ``cohort:<name>``."""
+
 
 @dataclass
 class MethodResult:
-    """Everything measured for one method.
+    """Everything measured for one method (over all split seeds).
 
     Attributes:
         name: the label in reports.
-        overall: metric -> mean over the evaluated users.
+        overall: metric -> mean over the evaluated users (beyond-accuracy metrics: mean over
+            seeds); see :mod:`llmrec_gen.evaluation.summary` for how seeds are combined.
         cohorts: cohort -> {"users": n, metric -> mean}.
-        timings: fit/recommend seconds, peak RSS, resumed users.
-        stats: the method's summarized statistics (generation/grounding rates), if any.
+        timings: fit/recommend seconds (mean per seed), peak RSS, resumed users, seeds.
+        stats: the method's summarized statistics (generation/grounding rates; mean per seed).
         n_users: users evaluated.
+        ci: accuracy metric -> ``[low, high]`` bootstrap CI of ``overall``.
+        cohort_ci: cohort -> metric -> ``[low, high]``.
+        seeds: metric -> the per-seed means, in the config's seed order.
+        seed_sd: metric -> sd of the per-seed means (two or more seeds only).
+        test: the paired test against the reference method (empty when not tested).
     """
 
     name: str
@@ -42,6 +54,11 @@ class MethodResult:
     timings: dict[str, float]
     stats: dict[str, float] = field(default_factory=dict)
     n_users: int = 0
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    cohort_ci: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    seeds: dict[str, list[float]] = field(default_factory=dict)
+    seed_sd: dict[str, float] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,19 +122,43 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def results_frame(result: EvalResult) -> pd.DataFrame:
-    """One row per (method, cohort) with every metric as a column (``cohort="all"`` overall)."""
+    """One row per (method, cohort) with every metric as a column (``cohort="all"`` overall).
+
+    CIs are the columns ``<metric> ci_low`` / ``<metric> ci_high``, the spread over seeds
+    ``<metric> seed_sd``, and the paired test vs the reference ``test:<field>``.
+    """
     rows = []
     for m in result.methods:
-        rows.append(
-            {
-                "method": m.name,
-                "cohort": "all",
-                "users": m.n_users,
-                **m.overall,
-                **{f"stats:{k}": v for k, v in m.stats.items()},
-                **m.timings,
-            }
-        )
+        row: dict[str, Any] = {"method": m.name, "cohort": "all", "users": m.n_users}
+        row.update(m.overall)
+        for metric, (lo, hi) in m.ci.items():
+            row[f"{metric} ci_low"], row[f"{metric} ci_high"] = lo, hi
+        row.update({f"{k} seed_sd": v for k, v in m.seed_sd.items()})
+        row.update({f"test:{k}": v for k, v in m.test.items()})
+        row.update({f"stats:{k}": v for k, v in m.stats.items()})
+        row.update(m.timings)
+        rows.append(row)
         for cname, vals in m.cohorts.items():
-            rows.append({"method": m.name, "cohort": cname, **vals})
+            crow: dict[str, Any] = {"method": m.name, "cohort": cname, **vals}
+            for metric, (lo, hi) in m.cohort_ci.get(cname, {}).items():
+                crow[f"{metric} ci_low"], crow[f"{metric} ci_high"] = lo, hi
+            rows.append(crow)
     return pd.DataFrame(rows)
+
+
+def write_per_user(path: Path, table: pd.DataFrame) -> None:
+    """Write the per-user table (``method, seed, user``, metrics, cohort flags) as CSV."""
+    out = table.copy()
+    for col in out.columns:
+        if out[col].dtype == bool:
+            out[col] = out[col].astype(int)
+    atomic_write_text(path, out.to_csv(index=False, float_format="%.6g"))
+
+
+def read_per_user(path: Path) -> pd.DataFrame:
+    """Read ``per_user.csv`` back (cohort flags as booleans)."""
+    table = pd.read_csv(path)
+    for col in table.columns:
+        if col.startswith(COHORT_PREFIX):
+            table[col] = table[col].astype(bool)
+    return table

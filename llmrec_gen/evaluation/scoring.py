@@ -1,7 +1,9 @@
 """Scoring saved per-user lists: accuracy overall and per cohort, beyond-accuracy, rating errors.
 
-Everything here works from what a method returned (ranked item IDs, their provenance) and the
-split's held-out targets and train-only cohorts; nothing here knows which method produced them.
+Everything here works from what a method returned (ranked item IDs, their provenance), the
+split's held-out targets and the cohorts of the data the methods were fit on; nothing here knows
+which method produced them. Per-user values are returned as they are (means, confidence
+intervals and tests are :mod:`llmrec_gen.evaluation.summary`'s job).
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from llmrec_gen.data.splits import Split
+from llmrec_gen.data.splits import Cohorts
+from llmrec_gen.data.train_data import TrainData
 from llmrec_gen.evaluation import metrics as M
 from llmrec_gen.evaluation.config import EvalConfig
+from llmrec_gen.evaluation.results import COHORT_PREFIX
+from llmrec_gen.io import to_python
 from llmrec_gen.recommenders.compose import FILL
 
 
@@ -28,45 +34,67 @@ def metric_suffix(cfg: EvalConfig) -> str:
     return f" [sampled-{cfg.sampled_negatives}]" if cfg.sampled_negatives else ""
 
 
+def cohort_masks(
+    users: list[Any], targets: dict[Any, set], cohorts: Cohorts
+) -> dict[str, np.ndarray]:
+    """Boolean masks over ``users``: head-/tail-/cold-/warm-item targets and cold/warm users.
+
+    A user's target group is that of their first target (sorted by ID; under leave-one-out the
+    only one). Cohorts come from the fit data (:meth:`Split.cohorts_for`), never the targets.
+    """
+    first = [sorted(targets[u], key=str)[0] for u in users]
+    cold_item = np.array([t in cohorts.cold_items for t in first], dtype=bool)
+    cold_user = np.array([u in cohorts.cold_users for u in users], dtype=bool)
+    return {
+        "head-target": np.array([t in cohorts.head_items for t in first], dtype=bool),
+        "tail-target": np.array([t in cohorts.tail_items for t in first], dtype=bool),
+        "cold-item-target": cold_item,
+        "warm-item-target": ~cold_item,
+        "cold-users": cold_user,
+        "warm-users": ~cold_user,
+    }
+
+
 def score_rankings(
     ranked: list[np.ndarray],
     users: list[Any],
     targets: dict[Any, set],
-    split: Split,
+    fit: TrainData,
+    cohorts: Cohorts,
     cfg: EvalConfig,
-) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Mean metrics over users, overall (with beyond-accuracy metrics) and per cohort.
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-user accuracy metrics (with cohort flags) and list-level beyond-accuracy metrics.
 
-    Cohorts (train data only): head-/tail-/cold-item targets (of the user's first target) and
-    cold/warm users; each cohort row holds its user count.
+    Args:
+        ranked: per user, the returned item IDs, best first.
+        users: the evaluated users (aligned with ``ranked``).
+        targets: user -> held-out positives.
+        fit: the data the methods were fit on (popularity, catalogue size).
+        cohorts: cohorts of ``fit``.
+        cfg: cutoffs, metric names, sampled-candidate suffix.
+
+    Returns:
+        ``(per_user, beyond)``: a frame with a ``user`` column, one column per accuracy metric
+        (``"NDCG@10"``, with ``" [sampled-N]"`` when candidates were sampled) and a boolean
+        ``cohort:<name>`` column per cohort; and ``{"Coverage@10": ..., "ARP@10": ...}``.
     """
     relevant = [targets[u] for u in users]
     per_user = M.ranking_metrics(ranked, relevant, cfg.ks)
     wanted = {M.parse_metric(f"{m}@1")[0] for m in cfg.metrics}
-    per_user = {k: v for k, v in per_user.items() if M.parse_metric(k)[0] in wanted}
     suffix = metric_suffix(cfg)
-    per_user = {k + suffix: v for k, v in per_user.items()}
-    overall = M.mean_metrics(per_user)
-    train, coh = split.train, split.cohorts
-    pop = dict(zip(train.item_ids.tolist(), train.item_popularity.tolist(), strict=True))
-    user_pop = train.interactions.groupby("item_id")["user_id"].nunique().to_dict()
+    columns = {k + suffix: v for k, v in per_user.items() if M.parse_metric(k)[0] in wanted}
+    frame = pd.DataFrame({"user": [to_python(u) for u in users], **columns})
+    for name, mask in cohort_masks(users, targets, cohorts).items():
+        frame[COHORT_PREFIX + name] = mask
+    pop = dict(zip(fit.item_ids.tolist(), fit.item_popularity.tolist(), strict=True))
+    user_pop = fit.interactions.groupby("item_id")["user_id"].nunique().to_dict()
+    beyond: dict[str, float] = {}
     for k in cfg.ks:
-        overall[f"Coverage@{k}"] = M.catalog_coverage(ranked, train.n_items, k)
-        overall[f"ARP@{k}"] = M.average_popularity(ranked, pop, k)
-        overall[f"APLT@{k}"] = M.tail_share(ranked, coh.tail_items, k)
-        overall[f"Novelty@{k}"] = M.novelty(ranked, user_pop, train.n_users, k)
-    first_target = [sorted(targets[u], key=str)[0] for u in users]
-    masks = {
-        "head-target": np.array([t in coh.head_items for t in first_target]),
-        "tail-target": np.array([t in coh.tail_items for t in first_target]),
-        "cold-item-target": np.array([t in coh.cold_items for t in first_target]),
-        "cold-users": np.array([u in coh.cold_users for u in users]),
-        "warm-users": np.array([u not in coh.cold_users for u in users]),
-    }
-    cohorts = {}
-    for name, mask in masks.items():
-        cohorts[name] = {"users": int(mask.sum()), **M.mean_metrics(per_user, mask)}
-    return overall, cohorts
+        beyond[f"Coverage@{k}"] = M.catalog_coverage(ranked, fit.n_items, k)
+        beyond[f"ARP@{k}"] = M.average_popularity(ranked, pop, k)
+        beyond[f"APLT@{k}"] = M.tail_share(ranked, cohorts.tail_items, k)
+        beyond[f"Novelty@{k}"] = M.novelty(ranked, user_pop, fit.n_users, k)
+    return frame, beyond
 
 
 def own_item_metrics(

@@ -158,6 +158,8 @@ def test_evaluate_runs_and_writes_reports(tmp_path):
         "ml100k-baselines",
         "--only",
         "popularity,random",
+        "--seeds",
+        "0",
         "--output-dir",
         str(tmp_path),
         "--no-progress",
@@ -166,4 +168,6 @@ def test_evaluate_runs_and_writes_reports(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "| popularity |" in result.output
-    assert (tmp_path / "ml100k-baselines" / "metrics.csv").exists()
+    (run_dir,) = tmp_path.glob("ml100k-baselines-*")
+    assert f"wrote {run_dir}/" in result.output
+    assert (run_dir / "metrics.csv").exists() and (run_dir / "per_user.csv").exists()

@@ -78,11 +78,12 @@ def test_llm_method_reports_grounding_rates(dataset_dir, tmp_path, tiny_model_di
     }
     method = {"type": "llm", "name": "llm-c", "params": params, "fallback": "popularity"}
     cfg = _config(dataset_dir, tmp_path, [method], user_sample=6)
-    (m,) = run_evaluation(cfg, progress=False).methods
+    result = run_evaluation(cfg, progress=False)
+    (m,) = result.methods
     assert m.n_users == 6
     assert m.stats["valid_title_rate"] == 1.0 and m.stats["hallucination_rate"] == 0.0
     assert m.stats["constrained_rate"] == 1.0
-    report = (tmp_path / "t" / "report.md").read_text()
+    report = (result.run_dir / "report.md").read_text()
     assert "## Method statistics" in report and "llm-c" in report
 
 
@@ -96,10 +97,10 @@ def test_saved_lists_are_not_reused_once_the_adapter_weights_change(tmp_path, ti
     shutil.copytree(tiny_adapter_dir, adapter)
     cfg = EvalConfig(dataset="ml-100k", methods=[{"type": "popularity"}])
     spec = MethodSpec(type="llm", params={"adapter": str(adapter)})
-    before = _method_key(spec, build_method(spec), cfg)
-    assert _method_key(spec, build_method(spec), cfg) == before
+    before = _method_key(spec, build_method(spec), cfg, 0)
+    assert _method_key(spec, build_method(spec), cfg, 0) == before
     (adapter / "adapter_model.safetensors").write_bytes(b"weights v2")
-    assert _method_key(spec, build_method(spec), cfg) != before
+    assert _method_key(spec, build_method(spec), cfg, 0) != before
 
 
 def test_a_new_method_is_one_class_and_one_registry_line(dataset_dir, tmp_path, monkeypatch):
@@ -143,8 +144,9 @@ def test_the_evaluation_package_never_asks_for_a_method_name():
 
 def test_resume_continues_from_completed_users(dataset_dir, tmp_path):
     cfg = _config(dataset_dir, tmp_path, [{"type": "als"}])
-    first = run_evaluation(cfg, progress=False).methods[0]
-    mdir = tmp_path / "t" / "methods" / "als"
+    run = run_evaluation(cfg, progress=False)
+    first = run.methods[0]
+    mdir = run.run_dir / "seed-0" / "methods" / "als"
     key = json.loads((mdir / "result.json").read_text())["key"]
     rows = (mdir / "recs.jsonl").read_text().splitlines()
     # simulate a kill after 10 users, with a torn (half-written) last line

@@ -170,7 +170,7 @@ def build_valid_examples(
 
 def prepare_data(config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Load the dataset, split it and build the (train, validation) examples for ``config``."""
-    split = split_dataset(load_dataset(config.dataset), **config.split.model_dump())
+    split = split_dataset(load_dataset(config.dataset), **config.split.kwargs())
     builder = make_builder(config)
     train_rows = build_sft_examples(
         split.train,
