@@ -156,6 +156,7 @@ class Split:
         protocol: description of how the split was made (saved with every result).
         fit: target -> the fit data for it (use :meth:`fit_data`).
         cohort_rule: ``head_share`` and ``cold_user_max`` for :meth:`cohorts_for`.
+        removed_items: the cold-item protocol's items, absent from every fit data (else empty).
     """
 
     train: TrainData
@@ -164,6 +165,7 @@ class Split:
     protocol: dict[str, Any]
     fit: dict[str, TrainData] = field(repr=False)
     cohort_rule: dict[str, Any] = field(default_factory=dict)
+    removed_items: frozenset = frozenset()
     _cohorts: dict[str, Cohorts] = field(default_factory=dict, repr=False, compare=False)
 
     def fit_data(self, target: Target) -> TrainData:
@@ -330,6 +332,7 @@ def split_dataset(
         protocol=info,
         fit=fit,
         cohort_rule={"head_share": head_share, "cold_user_max": cold_user_max},
+        removed_items=frozenset(cold_items),
     )
 
 

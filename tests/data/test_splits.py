@@ -1,7 +1,8 @@
 """Tests for ``llmrec_gen.data.splits``: protocols, seeded tie-breaks, cohorts and no leakage.
 
-The central property (hypothesis, both protocols): nothing ``fit`` sees (``split.train``: its
-interactions, matrix and histories) contains a validation or test interaction.
+The central property (hypothesis, every protocol, both targets): nothing ``fit`` sees
+(``split.fit_data(target)``: its interactions, matrix and histories) contains a held-out row at
+or after the target's position, and no cold item ever reaches it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmrec_gen.config import load_yaml_model
 from llmrec_gen.data import Dataset, load_dataset
-from llmrec_gen.data.splits import Split, compute_cohorts, order_interactions, split_dataset
+from llmrec_gen.data.splits import (
+    Split,
+    SplitConfig,
+    compute_cohorts,
+    order_interactions,
+    split_dataset,
+)
 from llmrec_gen.errors import ConfigError
 
 Row = tuple[int, int, float, int]  # user_id, item_id, rating, timestamp
 KEY = ["user_id", "item_id", "timestamp"]
-PROTOCOLS = ["leave_last_out", "global_timeline"]
+PROTOCOLS = ["leave_last_out", "global_timeline", "random_leave_one_out"]
 
 
 def make_dataset(rows: list[Row], n_items: int | None = None) -> Dataset:
@@ -126,6 +134,182 @@ def test_protocol_is_recorded() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# What fit sees, per target
+
+
+def test_valid_target_fits_on_the_training_rows() -> None:
+    split = split_dataset(make_dataset(CHRONO_ROWS, n_items=10))
+    assert split.fit_data("valid") is split.train
+    assert split.fit_data("valid").history(1).tolist() == [1, 2]
+
+
+def test_test_target_fits_on_every_event_before_the_test_item_in_time_order() -> None:
+    split = split_dataset(make_dataset(CHRONO_ROWS, n_items=10))
+    fit = split.fit_data("test")
+    assert fit.history(1).tolist() == [1, 2, 3]  # the validation item 3 is the latest
+    assert fit.history(2).tolist() == [5]
+    assert len(fit.interactions) == len(split.train.interactions) + len(split.valid)
+
+
+def test_test_target_excludes_the_validation_item_as_seen() -> None:
+    split = split_dataset(make_dataset(CHRONO_ROWS, n_items=10))
+    assert 3 in split.fit_data("test").seen_items(1)
+    assert 3 not in split.fit_data("valid").seen_items(1)
+
+
+def test_global_timeline_test_target_fits_on_everything_before_the_test_cut() -> None:
+    split = split_dataset(timeline_dataset(), "global_timeline", valid_frac=0.1, test_frac=0.2)
+    assert sorted(split.fit_data("test").interactions["timestamp"]) == list(range(16))
+
+
+def test_cohorts_come_from_the_fit_data_of_the_target() -> None:
+    # item 5 is the validation item of users 1-5: cold for the valid target, not for test
+    split = split_dataset(popularity_dataset())
+    assert 5 in split.cohorts_for("valid").cold_items
+    assert 5 not in split.cohorts_for("test").cold_items
+    assert split.cohorts == split.cohorts_for("valid")
+
+
+def test_targets_need_fit_data_of_their_own_target() -> None:
+    # global timeline: user 9 has a validation row and a test row, nothing earlier
+    rows: list[Row] = [(1, 0, 4.0, 1), (1, 1, 4.0, 2), (1, 2, 4.0, 3), (9, 3, 4.0, 4)]
+    rows += [(1, 4, 4.0, 5), (9, 5, 4.0, 6)]
+    split = split_dataset(make_dataset(rows), "global_timeline", valid_frac=1 / 3, test_frac=1 / 3)
+    assert 9 not in split.targets("valid")
+    assert split.targets("test")[9] == {5}  # fit on its validation row
+
+
+def test_simulated_cold_users_keep_their_last_interactions_before_each_target() -> None:
+    dataset = tied_dataset(n_tied=8)
+    split = split_dataset(dataset, seed=2, cold_start_fraction=0.5, cold_start_keep=2)
+    base = split_dataset(dataset, seed=2)
+    short = [u for u in split.train.user_ids if len(split.fit_data("test").history(u)) == 2]
+    assert len(short) == 20
+    for user in short:
+        assert (
+            split.fit_data("test").history(user).tolist()
+            == base.fit_data("test").history(user)[-2:].tolist()
+        )
+
+
+def test_unknown_target_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^target: must be one of"):
+        split_dataset(make_dataset(CHRONO_ROWS)).fit_data("train")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# random_leave_one_out
+
+
+def without_timestamps(dataset: Dataset) -> Dataset:
+    """The same data with no timestamp column at all."""
+    return Dataset(dataset.name, dataset.interactions.drop(columns="timestamp"), dataset.catalog)
+
+
+def test_random_leave_one_out_needs_no_timestamps() -> None:
+    split = split_dataset(without_timestamps(tied_dataset()), "random_leave_one_out", seed=1)
+    assert (len(split.valid), len(split.test)) == (40, 40)
+    assert "timestamp" not in split.fit_data("test").interactions.columns
+
+
+def test_random_leave_one_out_holds_out_one_valid_and_one_test_per_user() -> None:
+    split = split_dataset(make_dataset(CHRONO_ROWS, n_items=10), "random_leave_one_out")
+    assert sorted(split.test["user_id"]) == [1, 2]
+    assert sorted(split.valid["user_id"]) == [1]
+    assert split.train.history(3).tolist() == [7]  # one interaction: training only
+
+
+def test_random_leave_one_out_is_seeded_and_independent_of_row_order() -> None:
+    dataset = without_timestamps(tied_dataset())
+    a = split_dataset(dataset, "random_leave_one_out", seed=3)
+    b = split_dataset(shuffled(dataset, 1), "random_leave_one_out", seed=3)
+    assert keys_without_time(a.test) == keys_without_time(b.test)
+    assert keys_without_time(a.valid) == keys_without_time(b.valid)
+    other = {
+        tuple(split_dataset(dataset, "random_leave_one_out", seed=s).test["item_id"])
+        for s in range(4)
+    }
+    assert len(other) > 1
+
+
+def keys_without_time(frame: pd.DataFrame) -> set[tuple]:
+    return set(frame[["user_id", "item_id"]].itertuples(index=False, name=None))
+
+
+def test_random_leave_one_out_does_not_pick_the_latest_interaction(ml100k: Dataset) -> None:
+    rand = split_dataset(ml100k, "random_leave_one_out").test.set_index("user_id")["item_id"]
+    last = split_dataset(ml100k).test.set_index("user_id")["item_id"]
+    assert (rand != last.reindex(rand.index)).mean() > 0.9
+
+
+def test_random_leave_one_out_keeps_the_dataset_order_as_history() -> None:
+    rows: list[Row] = [(1, i, 4.0, 0) for i in (9, 3, 7, 1, 5, 0)]
+    split = split_dataset(make_dataset(rows), "random_leave_one_out", seed=0)
+    history = split.fit_data("test").history(1).tolist()
+    assert history == [i for i in (9, 3, 7, 1, 5, 0) if i not in set(split.test["item_id"])]
+
+
+def test_random_leave_one_out_keeps_each_pair_once() -> None:
+    rows: list[Row] = [(1, 0, 4.0, 1), (1, 1, 4.0, 2), (1, 0, 4.0, 3), (1, 2, 4.0, 4)]
+    split = split_dataset(make_dataset(rows), "random_leave_one_out")
+    assert split.protocol["duplicates_dropped"] == 1
+    pairs = pd.concat([split.train.interactions, split.valid, split.test])
+    assert sorted(pairs["item_id"]) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold items and config errors
+
+
+def test_cold_item_fraction_removes_that_share_of_items_from_fit(ml100k: Dataset) -> None:
+    split = split_dataset(ml100k, cold_item_fraction=0.1, seed=0)
+    assert len(split.removed_items) == round(0.1 * 1682)
+    for target in ("valid", "test"):
+        assert not split.fit_data(target).interactions["item_id"].isin(split.removed_items).any()
+    cold_targets = split.test["item_id"].isin(split.removed_items).sum()
+    assert 40 < cold_targets < 200  # ~10 % of users' next items
+
+
+def test_cold_items_are_seeded() -> None:
+    dataset = tied_dataset()
+    a = split_dataset(dataset, seed=1, cold_item_fraction=0.3).removed_items
+    assert a == split_dataset(dataset, seed=1, cold_item_fraction=0.3).removed_items
+    assert a != split_dataset(dataset, seed=2, cold_item_fraction=0.3).removed_items
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_cold_item_fraction_outside_the_open_interval_is_a_config_error(fraction: float) -> None:
+    with pytest.raises(ConfigError, match=r"^split\.cold_item_fraction: must be in \(0, 1\)"):
+        split_dataset(tied_dataset(), cold_item_fraction=fraction)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"split.seeds": []}, "split.seeds: Value error, needs at least one seed"),
+        ({"split.seeds": [1, 1]}, "split.seeds: Value error, seeds must be distinct"),
+        ({"split.cold_item_fraction": 1.0}, "split.cold_item_fraction: Value error, must be in"),
+        ({"split.protocol": "bogus"}, "split.protocol: Input should be 'leave_last_out', "),
+    ],
+)
+def test_split_config_errors_name_the_field(override: dict, message: str) -> None:
+    from llmrec_gen.evaluation.config import EvalConfig
+
+    override = {**override, "methods": [{"type": "popularity"}]}
+    with pytest.raises(ConfigError) as err:
+        load_yaml_model(EvalConfig, None, override, what="eval config")
+    assert str(err.value).startswith(f"eval config: {message}")
+    assert "\n" not in str(err.value)
+
+
+def test_split_config_runs_its_seeds() -> None:
+    assert SplitConfig(seed=4).run_seeds() == [4]
+    assert SplitConfig(seed=4, seeds=[0, 2]).run_seeds() == [0, 2]
+    assert SplitConfig(seeds=[0, 2]).kwargs(2)["seed"] == 2
+    assert "seeds" not in SplitConfig(seeds=[0, 2]).kwargs()
+
+
+# ---------------------------------------------------------------------------------------------
 # Timestamp ties: seeded hash
 
 
@@ -221,9 +405,10 @@ def test_global_timeline_rejects_bad_fractions(valid_frac: float, test_frac: flo
         )
 
 
-def test_unknown_protocol_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"^split\.protocol: unknown protocol 'random'"):
+def test_unknown_protocol_is_a_config_error_listing_the_protocols() -> None:
+    with pytest.raises(ConfigError, match=r"^split\.protocol: unknown protocol 'random'") as err:
         split_dataset(timeline_dataset(), "random")  # type: ignore[arg-type]
+    assert "leave_last_out, global_timeline, random_leave_one_out" in str(err.value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,32 +547,6 @@ def test_exact_duplicate_events_are_dropped_and_counted() -> None:
     assert (1, 2, 3) not in keys(split.train.interactions)
 
 
-def assert_no_leakage(dataset: Dataset, split: Split) -> None:
-    """Nothing in ``split.train`` (rows, matrix, histories) contains a held-out interaction."""
-    train = split.train
-    held_out = pd.concat([split.valid, split.test])
-    # 1. no held-out (user, item, timestamp) row among the training rows
-    assert not keys(held_out) & keys(train.interactions)
-    # 2. the matrix holds exactly the training (user, item) pairs
-    rows, cols = train.matrix.nonzero()
-    matrix_pairs = {(train.user_ids[r], train.item_ids[c]) for r, c in zip(rows, cols, strict=True)}
-    train_pairs = set(train.interactions[["user_id", "item_id"]].itertuples(index=False, name=None))
-    assert matrix_pairs == train_pairs
-    # 3. histories are exactly the training rows, per user
-    for user, group in train.interactions.groupby("user_id"):
-        assert Counter(train.history(user).tolist()) == Counter(group["item_id"].tolist())
-    # 4. a (user, item) pair that occurs once in the data and is held out is not in train at all
-    counts = Counter(
-        dataset.interactions[["user_id", "item_id"]].itertuples(index=False, name=None)
-    )
-    once = {
-        p
-        for p in held_out[["user_id", "item_id"]].itertuples(index=False, name=None)
-        if counts[p] == 1
-    }
-    assert not once & matrix_pairs
-
-
 ROWS = st.lists(
     st.tuples(
         st.integers(0, 6),  # user: few users, so many interactions each
@@ -400,31 +559,104 @@ ROWS = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(rows=ROWS, seed=st.integers(0, 3), cold=st.sampled_from([0.0, 0.5]))
-def test_leave_last_out_never_leaks_held_out_interactions(
-    rows: list[Row], seed: int, cold: float
-) -> None:
-    dataset = make_dataset(rows, n_items=10)
-    split = split_dataset(dataset, "leave_last_out", seed=seed, cold_start_fraction=cold)
-    assert_no_leakage(dataset, split)
+def held_out_at_or_after(split: Split, target: str) -> pd.DataFrame:
+    """The held-out rows ``fit_data(target)`` must never contain: the target's and later ones."""
+    return pd.concat([split.valid, split.test]) if target == "valid" else split.test
+
+
+def assert_no_leakage(dataset: Dataset, split: Split, target: str) -> None:
+    """Nothing in ``fit_data(target)`` (rows, matrix, histories) holds a row it must not see."""
+    fit = split.fit_data(target)  # type: ignore[arg-type]
+    forbidden = held_out_at_or_after(split, target)
+    pair_cols = ["user_id", "item_id"]
+    # 1. no forbidden (user, item, timestamp) row among the fit rows
+    assert not keys(forbidden) & keys(fit.interactions)
+    # 2. the matrix holds exactly the fit (user, item) pairs
+    rows, cols = fit.matrix.nonzero()
+    matrix_pairs = {(fit.user_ids[r], fit.item_ids[c]) for r, c in zip(rows, cols, strict=True)}
+    fit_pairs = set(fit.interactions[pair_cols].itertuples(index=False, name=None))
+    assert matrix_pairs == fit_pairs
+    # 3. histories are exactly the fit rows, per user
+    for user, group in fit.interactions.groupby("user_id"):
+        assert Counter(fit.history(user).tolist()) == Counter(group["item_id"].tolist())
+    # 4. a (user, item) pair that occurs once in the data and is forbidden is not in fit at all
+    counts = Counter(dataset.interactions[pair_cols].itertuples(index=False, name=None))
+    once = {p for p in forbidden[pair_cols].itertuples(index=False, name=None) if counts[p] == 1}
+    assert not once & matrix_pairs
+    # 5. fit = exactly the rows before the target: train (+ valid for the test target)
+    allowed = keys(split.train.interactions) | (keys(split.valid) if target == "test" else set())
+    assert keys(fit.interactions) <= allowed
+
+
+def assert_fit_precedes_target(dataset: Dataset, split: Split, target: str, seed: int) -> None:
+    """Time protocols: every fit row comes before the target in the seeded time order."""
+    fit = split.fit_data(target)  # type: ignore[arg-type]
+    ordered = order_interactions(dataset.interactions, seed).drop_duplicates(KEY, keep="last")
+    position = {k: n for n, k in enumerate(ordered[KEY].itertuples(index=False, name=None))}
+    held = split.held_out(target)  # type: ignore[arg-type]
+    if split.protocol["protocol"] == "global_timeline":
+        # one global cut: compare timestamps, not per-user positions
+        if len(held) and len(fit.interactions):
+            assert fit.interactions["timestamp"].max() <= held["timestamp"].min()
+        return
+    target_pos = {r[0]: position[r] for r in held[KEY].itertuples(index=False, name=None)}
+    for r in fit.interactions[KEY].itertuples(index=False, name=None):
+        if r[0] in target_pos:
+            assert position[r] < target_pos[r[0]]
 
 
 @settings(max_examples=40, deadline=None)
-@given(rows=ROWS, seed=st.integers(0, 3), cold=st.sampled_from([0.0, 0.5]))
-def test_global_timeline_never_leaks_held_out_interactions(
-    rows: list[Row], seed: int, cold: float
+@given(
+    rows=ROWS,
+    seed=st.integers(0, 3),
+    protocol=st.sampled_from(PROTOCOLS),
+    target=st.sampled_from(["valid", "test"]),
+    cold=st.sampled_from([0.0, 0.5]),
+    cold_items=st.sampled_from([None, 0.3]),
+)
+def test_fit_data_never_holds_the_target_or_later_rows(
+    rows: list[Row], seed: int, protocol: str, target: str, cold: float, cold_items: float | None
 ) -> None:
     dataset = make_dataset(rows, n_items=10)
     split = split_dataset(
         dataset,
-        "global_timeline",
+        protocol,  # type: ignore[arg-type]
         seed=seed,
         valid_frac=0.2,
         test_frac=0.2,
         cold_start_fraction=cold,
+        cold_item_fraction=cold_items,
     )
-    assert_no_leakage(dataset, split)
+    assert_no_leakage(dataset, split, target)
+    if protocol != "random_leave_one_out":
+        assert_fit_precedes_target(dataset, split, target, seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=ROWS,
+    seed=st.integers(0, 3),
+    protocol=st.sampled_from(PROTOCOLS),
+    fraction=st.sampled_from([0.1, 0.3, 0.6]),
+)
+def test_a_cold_item_never_reaches_fit(
+    rows: list[Row], seed: int, protocol: str, fraction: float
+) -> None:
+    dataset = make_dataset(rows, n_items=10)
+    base = split_dataset(dataset, protocol, seed=seed)  # type: ignore[arg-type]
+    split = split_dataset(dataset, protocol, seed=seed, cold_item_fraction=fraction)  # type: ignore[arg-type]
+    cold = split.removed_items
+    assert len(cold) == max(1, round(dataset.interactions["item_id"].nunique() * fraction))
+    for target in ("valid", "test"):
+        fit = split.fit_data(target)  # type: ignore[arg-type]
+        assert not set(fit.interactions["item_id"]) & cold
+        assert cold <= split.cohorts_for(target).cold_items  # type: ignore[arg-type]
+        # only the cold items' rows leave the fit data; every other fit row stays
+        kept = base.fit_data(target).interactions  # type: ignore[arg-type]
+        assert keys(fit.interactions) == keys(kept[~kept["item_id"].isin(cold)])
+    # held-out targets do not change
+    pd.testing.assert_frame_equal(base.test, split.test)
+    pd.testing.assert_frame_equal(base.valid, split.valid)
 
 
 @settings(max_examples=20, deadline=None)
