@@ -171,3 +171,26 @@ def test_evaluate_runs_and_writes_reports(tmp_path):
     (run_dir,) = tmp_path.glob("ml100k-baselines-*")
     assert f"wrote {run_dir}/" in result.output
     assert (run_dir / "metrics.csv").exists() and (run_dir / "per_user.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--set", "split.protocol=bogus"], "split.protocol: Input should be 'leave_last_out'"),
+        (["--set", "split.seeds=[]"], "split.seeds: Value error, needs at least one seed"),
+        (["--seeds", "0,x"], "--seeds: expected comma-separated integers"),
+        (["--seeds", ","], "--seeds: give at least one seed"),
+        (["--set", "stats.ci_level=1.5"], "stats.ci_level: Value error, must be in (0, 1)"),
+        (["--set", "stats.ci_level=0"], "stats.ci_level: Value error, must be in (0, 1)"),
+        (["--set", "split.cold_item_fraction=1.5"], "split.cold_item_fraction: Value error"),
+        (["--output-dir", "/etc/passwd/x"], "output_dir: '/etc/passwd/x' is not writable"),
+        (["--output-dir", "/proc/llmrec"], "output_dir: '/proc/llmrec' is not writable"),
+        (["--set", "split.min_rating=6"], "no users to evaluate on test"),
+        (["--set", "stats.reference=als"], "stats.reference: no method named 'als'"),
+    ],
+)
+def test_evaluate_bad_input_is_a_one_line_error(tmp_path, args, fragment):
+    base = ["evaluate", "--config", "ml100k-baselines", "--only", "popularity", "--no-progress"]
+    if "--output-dir" not in args:
+        base += ["--output-dir", str(tmp_path)]
+    _one_line_error(_run(*base, *args), fragment)
