@@ -43,7 +43,7 @@ def main() -> None:
     print(f"load average (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     start = time.perf_counter()
     split = split_dataset(load_dataset(args.dataset), "leave_last_out", seed=args.seed)
-    train = split.train
+    train = split.fit_data(args.target)  # train (+ valid for the test target)
     targets = split.targets(args.target)
     users = train.user_ids.tolist()
     prep = time.perf_counter() - start
