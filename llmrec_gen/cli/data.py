@@ -14,10 +14,16 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 
 @data_app.command("info")
 def data_info(
-    dataset: Annotated[str, typer.Argument(help="Built-in name (ml-100k) or a path.")] = "ml-100k",
+    dataset: Annotated[
+        str, typer.Argument(help="Built-in name (ml-100k, ml-1m) or a path.")
+    ] = "ml-100k",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Print users, items, interactions, density and time range."""
+    """Print users, items, interactions, density, time range and merged duplicate titles.
+
+    Data without timestamps is fine here (the time range reads n/a); duplicate (title, year)
+    catalogue entries are merged into one item when loading, and the counts are shown.
+    """
     with user_errors():
         from llmrec_gen.data.loaders import load_dataset
 
@@ -26,8 +32,8 @@ def data_info(
             typer.echo(json.dumps(info, indent=2))
             return
         for key, value in info.items():
-            typer.echo(
-                f"{key:>30}: {value:.6f}"
-                if isinstance(value, float) and value < 1
-                else f"{key:>30}: {value}"
-            )
+            if value is None:
+                value = "n/a"
+            elif isinstance(value, float) and value < 1:
+                value = f"{value:.6f}"
+            typer.echo(f"{key:>30}: {value}")

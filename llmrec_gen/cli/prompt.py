@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from llmrec_gen.cli.common import fail, user_errors
+from llmrec_gen.prompts import DEFAULT_TEMPLATE
 
 prompt_app = typer.Typer(help="Prompt templates.", no_args_is_help=True)
 
@@ -23,7 +24,7 @@ def prompt_list() -> None:
 @prompt_app.command("show")
 def prompt_show(
     user: Annotated[str, typer.Option("--user", "-u")],
-    template: Annotated[str, typer.Option(help="Template id or .j2 path.")] = "zeroshot-v1",
+    template: Annotated[str, typer.Option(help="Template id or .j2 path.")] = DEFAULT_TEMPLATE,
     dataset: Annotated[str, typer.Option()] = "ml-100k",
     history_len: Annotated[int, typer.Option(help="History items (>= 1).")] = 20,
     fields: Annotated[

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from llmrec_gen.cli.common import fail, user_errors
+from llmrec_gen.prompts import DEFAULT_TEMPLATE
 
 ENGINES = ("auto", "transformers", "vllm", "openai")
 
@@ -30,7 +31,7 @@ def recommend(
         bool, typer.Option("--no-adapter", help="Use the base model only.")
     ] = False,
     engine: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(ENGINES)}.")] = "auto",
-    template: Annotated[str, typer.Option(help="Prompt template id.")] = "zeroshot-v1",
+    template: Annotated[str, typer.Option(help="Prompt template id.")] = DEFAULT_TEMPLATE,
     constrained: Annotated[
         bool, typer.Option("--constrained/--free", help="Decode only catalogue titles.")
     ] = True,

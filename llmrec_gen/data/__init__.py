@@ -7,7 +7,15 @@
     split.train                                      # TrainData: the only thing fit() sees
 """
 
-from llmrec_gen.data.dataset import CATALOG_COLUMNS, INTERACTION_COLUMNS, Dataset, item_text
+from llmrec_gen.data.dataset import (
+    CATALOG_COLUMNS,
+    GENERIC_DOMAIN,
+    INTERACTION_COLUMNS,
+    MOVIES_DOMAIN,
+    Dataset,
+    Domain,
+    item_text,
+)
 from llmrec_gen.data.loaders import BUILTIN_DATASETS, load_dataset, load_recbole
 from llmrec_gen.data.splits import Cohorts, Split, SplitConfig, compute_cohorts, split_dataset
 from llmrec_gen.data.train_data import TrainData
@@ -18,6 +26,9 @@ __all__ = [
     "INTERACTION_COLUMNS",
     "Cohorts",
     "Dataset",
+    "Domain",
+    "GENERIC_DOMAIN",
+    "MOVIES_DOMAIN",
     "Split",
     "SplitConfig",
     "TrainData",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from llmrec_gen.data.dataset import Domain, catalog_domain
 from llmrec_gen.errors import DataError, UnknownUserError
 
 _CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -35,6 +36,11 @@ class TrainData:
 
     interactions: pd.DataFrame
     catalog: pd.DataFrame
+
+    @cached_property
+    def domain(self) -> Domain:
+        """How prompts name the items (carried by the catalogue; generic when it carries none)."""
+        return catalog_domain(self.catalog)
 
     @cached_property
     def item_ids(self) -> np.ndarray:

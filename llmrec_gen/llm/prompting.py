@@ -1,17 +1,32 @@
 """Verbalizing users into prompts from versioned Jinja2 templates in ``prompts/``.
 
-A template's id is its file name without ``.j2`` (e.g. ``zeroshot-v1``); a changed template is a
-new file (``-v2``), and every output records the id. Templates write chat messages with role
+A template's id is its file name without ``.j2`` (e.g. ``zeroshot-v2``); a changed template is a
+new file (``-v3``), and every output records the id. Templates write chat messages with role
 markers on their own line (``@@system``, ``@@user``, ``@@assistant``); the engine applies the
 model's chat template. The fixed instruction (and few-shot demonstrations) come first and the
 user's part last, so engines with prefix caching share the common prefix across users.
 
-Item text is data: it is flattened to one line, stripped of control characters and role markers
-and truncated, and the instructions tell the model never to follow text inside titles.
+Template context: ``history`` (the user's items, oldest first), ``demos``, ``candidates``,
+``target`` (items as :class:`ItemText`: ``{{ item }}`` is the v1 line ``Title (Year) [Genres] -
+rated 4/5``, ``{{ item.quoted }}`` the v2 form with the title as a quoted string, ``{{ item.title
+}}`` the bare ``Title (Year)``), ``k``, ``domain`` (:class:`~llmrec_gen.data.dataset.Domain`:
+``item``, ``items``, ``verb``, ``verb_past``, ``catalogue``) and ``count(n)`` ("1 movie",
+"10 movies"); the filter ``cap`` capitalises the first letter.
+
+Item text is data (defence in depth against prompt injection):
+
+* :func:`clean_text` flattens it to one line, drops control characters, role markers and every
+  chat-control marker of the common model families (``<|im_end|>``, ``<s>``, ``[INST]``, ...)
+  and truncates it; the local engines also strip their own tokenizer's special tokens from
+  message text (:func:`strip_special_tokens`).
+* the v2 templates show titles as quoted strings and say that they are data, never instructions;
+* few-shot demonstrations are never drawn from users who interacted with an item whose text
+  looks like an instruction (:func:`looks_like_instruction`).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -27,14 +42,17 @@ import pandas as pd
 from pydantic import Field
 
 from llmrec_gen.config import StrictModel, validate
+from llmrec_gen.data.dataset import Domain
 from llmrec_gen.data.train_data import TrainData
 from llmrec_gen.errors import EmptyHistoryError, TemplateError
+from llmrec_gen.prompts import DEFAULT_TEMPLATE, EXPLAIN_TEMPLATE, RATING_TEMPLATE
+
+__all__ = ["DEFAULT_TEMPLATE", "EXPLAIN_TEMPLATE", "RATING_TEMPLATE"]  # re-exported defaults
 
 Messages = list[dict[str, str]]
 ROLE_MARKER = re.compile(r"^@@(system|user|assistant)\s*$", re.MULTILINE)
 ITEM_FIELDS = ("title", "year", "genres", "rating")
 ItemField = Literal["title", "year", "genres", "rating"]
-DEFAULT_TEMPLATE = "zeroshot-v1"
 
 
 def templates_dir() -> Path:
@@ -79,9 +97,15 @@ class PromptTemplate:
         return _to_messages(self.id, text)
 
 
+def _cap(text: str) -> str:
+    """``"movies"`` -> ``"Movies"`` (only the first letter; ``"TV shows"`` stays as is)."""
+    return text[:1].upper() + text[1:]
+
+
 @lru_cache(maxsize=64)
 def _compile(template_id: str, source: str) -> jinja2.Template:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env.filters["cap"] = _cap
     try:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -128,14 +152,99 @@ def load_template(name: str | Path = DEFAULT_TEMPLATE) -> PromptTemplate:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
+_SPECIAL_MARKERS = re.compile(
+    r"<\s*[|\uff5c][^<>]{0,64}?[|\uff5c]\s*>"  # <|im_end|>, <|eot_id|>, <｜end▁of▁sentence｜>
+    r"|<</?SYS>>"  # Llama 2 system block
+    r"|\[/?(?:INST|SYS|SYSTEM_PROMPT|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS)\]"  # Llama 2, Mistral
+    r"|</?[A-Za-z][A-Za-z0-9_.:-]{0,40}>",  # <s>, </s>, <unk>, <start_of_turn>, <repo_name>, ...
+    re.IGNORECASE,
+)
+"""Chat-control markers of common model families (a tokenizer-independent, conservative rule:
+it also drops HTML-like tags, which catalogue titles do not need)."""
+
+
+def _strip_markers(text: str) -> str:
+    # Repeat until stable: removing one marker may join the pieces of another ("<|im_<s>end|>").
+    while True:
+        cleaned = _SPECIAL_MARKERS.sub(" ", text).replace("@@", " ")
+        if cleaned == text:
+            return text
+        text = cleaned
 
 
 def clean_text(text: str, max_chars: int = 120) -> str:
-    """Make item text safe to embed: one line, no control chars or role markers, bounded length."""
+    """Make item text safe to embed: one line, no control characters, role markers or
+    chat-control markers (``<|im_end|>``, ``<s>``, ``[INST]``, ...), bounded length."""
     text = unicodedata.normalize("NFC", str(text))
-    text = _CONTROL.sub(" ", text).replace("@@", "")
+    text = _strip_markers(_CONTROL.sub(" ", text))
     text = " ".join(text.split())
     return text if len(text) <= max_chars else text[: max_chars - 1].rstrip() + "…"
+
+
+def special_token_strings(tokenizer: Any) -> list[str]:
+    """Every special-token string of a Hugging Face tokenizer: ``all_special_tokens`` plus the
+    added tokens flagged special (SmolLM2 has 17: ``<|im_start|>``, ``<repo_name>``, ...)."""
+    found = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(token, "special", False):
+            found.add(str(token.content))
+    return sorted(t for t in found if t)
+
+
+def strip_messages(messages: Messages, special_tokens: Sequence[str]) -> Messages:
+    """Messages with :func:`strip_special_tokens` applied to every content (roles untouched).
+
+    Engines call it with :func:`special_token_strings` of their tokenizer just before
+    ``apply_chat_template`` (and the OpenAI engine before sending), so that no text, from item
+    titles to a user's custom template, can smuggle a control token into the prompt.
+    """
+    return [{**m, "content": strip_special_tokens(m["content"], special_tokens)} for m in messages]
+
+
+def strip_special_tokens(text: str, special_tokens: Sequence[str]) -> str:
+    """``text`` with every occurrence of the given special-token strings removed (repeatedly,
+    so that removing one cannot join the pieces of another). The local engines apply it, with
+    their tokenizer's special tokens, to message text before the chat template is applied."""
+    tokens = sorted({t for t in special_tokens if t}, key=len, reverse=True)
+    while True:
+        cleaned = text
+        for token in tokens:
+            cleaned = cleaned.replace(token, " ")
+        if cleaned == text:
+            return text
+        text = cleaned
+
+
+_INSTRUCTION = re.compile(
+    r"\byou\s+(?:must|should|have\s+to|need\s+to|are\s+now|will\s+now|shall)\b"
+    r"|\b(?:ignore|disregard|forget)\s+(?:(?:all|any|the|your|these|those|my)\s+)?"
+    r"(?:previous|prior|earlier|above|instructions?|rules|prompts?|everything)\b"
+    r"|\b(?:answer|respond|reply|output|print|write|say)\s+(?:only|exactly|just|with)\b"
+    r"|\b(?:answer|respond|reply|output)\s*:"
+    r"|\b(?:only\s+recommend|recommend\s+only)\b"
+    r"|\b(?:system|assistant|user|human)\s*[:>\]]"
+    r"|\b(?:system\s+prompt|new\s+instructions?|previous\s+instructions?|as\s+an\s+ai)\b"
+    r"|(?:^|[:>\-\u2013])\s*1[.)]\s+\w"  # a numbered answer ("...: 1. Sponsored Pick")
+    r"|https?://|\bwww\.",
+    re.IGNORECASE,
+)
+MAX_TITLE_CHARS = 100
+"""Longer item text fails :func:`looks_like_instruction` (the longest MovieLens title has 75)."""
+
+
+def looks_like_instruction(text: str) -> bool:
+    """Whether item text looks like an instruction rather than a title.
+
+    A conservative text check (no MovieLens-100k or -1M title fails it): imperative phrases
+    aimed at the model ("you must", "ignore previous", "answer exactly", "recommend only"),
+    role words followed by ``:``/``>``, a numbered answer, URLs, chat-control markers, or more
+    than :data:`MAX_TITLE_CHARS` characters. Used to keep few-shot demonstrations away from
+    users who interacted with such items, so one poisoned item cannot reach every prompt.
+    """
+    text = unicodedata.normalize("NFC", str(text))
+    if len(text) > MAX_TITLE_CHARS or _SPECIAL_MARKERS.search(text) or "@@" in text:
+        return True
+    return bool(_INSTRUCTION.search(" ".join(_CONTROL.sub(" ", text).split())))
 
 
 def format_title(title: str, year: Any) -> str:
@@ -144,16 +253,46 @@ def format_title(title: str, year: Any) -> str:
     return f"{title} ({int(year)})" if pd.notna(year) else title
 
 
+class ItemText(str):
+    """One item as a prompt shows it.
+
+    ``str(item)`` is the v1 line ``"Toy Story (1995) [Animation, Comedy] - rated 4/5"`` (the
+    fields chosen); :attr:`quoted` is the v2 form, the title as a quoted (JSON) string so that
+    item text is visibly delimited as data: ``"\"Toy Story (1995)\" (genres: Animation,
+    Comedy; rated 4/5)"``; :attr:`title` is the bare ``"Toy Story (1995)"``.
+    """
+
+    title: str
+    genres: str
+    rating: float | None
+
+    def __new__(cls, title: str, genres: str = "", rating: float | None = None) -> ItemText:
+        """Build from the cleaned title (with year), cleaned genres and an optional rating."""
+        text = title + (f" [{genres}]" if genres else "")
+        text += f" - rated {rating:g}/5" if rating is not None else ""
+        obj = super().__new__(cls, text)
+        obj.title, obj.genres, obj.rating = title, genres, rating
+        return obj
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return self.title, self.genres, self.rating
+
+    @property
+    def quoted(self) -> str:
+        """The v2 form: quoted title, then genres and rating in brackets."""
+        extra = [f"genres: {self.genres}"] if self.genres else []
+        extra += [f"rated {self.rating:g}/5"] if self.rating is not None else []
+        out = json.dumps(self.title, ensure_ascii=False)
+        return out + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def format_item(
     row: Any, fields: Sequence[str] = ("title", "year"), rating: float | None = None
-) -> str:
+) -> ItemText:
     """Verbalize one catalog row with the chosen fields (title always included)."""
-    text = format_title(row.title, row.year) if "year" in fields else clean_text(row.title)
-    if "genres" in fields and row.genres:
-        text += f" [{clean_text(row.genres.replace('|', ', '))}]"
-    if "rating" in fields and rating is not None:
-        text += f" - rated {rating:g}/5"
-    return text
+    title = format_title(row.title, row.year) if "year" in fields else clean_text(row.title)
+    genres = clean_text(row.genres.replace("|", ", ")) if "genres" in fields and row.genres else ""
+    return ItemText(title, genres, rating if "rating" in fields else None)
 
 
 def format_answer(titles: Sequence[str]) -> str:
@@ -161,13 +300,25 @@ def format_answer(titles: Sequence[str]) -> str:
     return "\n".join(f"{n}. {t}" for n, t in enumerate(titles, start=1))
 
 
+def clean_domain(domain: Domain) -> Domain:
+    """The domain wording with :func:`clean_text` applied (it is user-supplied text too)."""
+    return Domain(**{k: clean_text(v, 60) or "item" for k, v in domain.model_dump().items()})
+
+
 @dataclass(frozen=True)
 class Demonstration:
     """A few-shot example from another user's training data: history -> next items."""
 
     user_id: Any
-    history: list[str]
-    answer: list[str]
+    history: list[ItemText]
+    answer: list[ItemText]
+
+    def __post_init__(self) -> None:
+        """Plain strings are taken as already-formatted item text (cleaned here)."""
+        for name in ("history", "answer"):
+            items = getattr(self, name)
+            items = [t if isinstance(t, ItemText) else ItemText(clean_text(t)) for t in items]
+            object.__setattr__(self, name, items)
 
 
 class PromptConfig(StrictModel):
@@ -179,6 +330,7 @@ class PromptConfig(StrictModel):
     n_demos: int = Field(0, ge=0)  # few-shot demonstrations (0 = zero-shot; 1-5 typical)
     demo_history_len: int = Field(10, ge=1)  # history items in each demonstration; 5-20
     demo_answer_len: int = Field(5, ge=1)  # answer items in each demonstration; 3-10
+    domain: Domain | None = None  # item noun/verb/catalogue wording; None = the dataset's own
 
 
 class PromptBuilder:
@@ -186,7 +338,7 @@ class PromptBuilder:
 
     Args:
         config: a :class:`PromptConfig`, a mapping, or just a template id; keyword overrides
-            are applied over it (``PromptBuilder("fewshot-v1", n_demos=2)``).
+            are applied over it (``PromptBuilder("fewshot-v2", n_demos=2)``).
 
     Raises:
         ConfigError: an invalid config field.
@@ -229,9 +381,13 @@ class PromptBuilder:
             seed=seed,
         )
 
+    def domain(self, train: TrainData) -> Domain:
+        """The wording used for ``train``: the config's ``domain``, else the dataset's (cleaned)."""
+        return clean_domain(self.config.domain or train.domain)
+
     def history_items(
         self, train: TrainData, user_id: Any, fields: Sequence[str] | None = None
-    ) -> list[str]:
+    ) -> list[ItemText]:
         """The user's most recent ``history_len`` training items, verbalized, oldest first."""
         items = train.history(user_id)
         if len(items) == 0:
@@ -265,12 +421,17 @@ class PromptBuilder:
         """
         assert self._loaded is not None
         own = train.coerce_user(user_id)  # "42", 42 and np.int64(42) are one user
+        domain = self.domain(train)
         ctx = {
             "history": self.history_items(train, user_id),
             "k": k,
             "demos": [d for d in demos if train.coerce_user(d.user_id) != own][: self.n_demos],
             "candidates": [format_item(r) for r in train.items(list(candidates)).itertuples()],
-            "target": format_item(train.items([target]).iloc[0]) if target is not None else "",
+            "target": (
+                format_item(train.items([target]).iloc[0]) if target is not None else ItemText("")
+            ),
+            "domain": domain,
+            "count": domain.count,
         }
         return self._loaded.render(**ctx)
 
@@ -288,14 +449,22 @@ def draw_demonstrations(
 
     One spare is drawn so that each user still gets ``n_demos`` after their own is skipped.
     Each demonstration splits a sampled user's *training* history into a prefix (shown) and the
-    next ``n_answer`` items (the answer), so no validation/test interaction can appear.
+    next ``n_answer`` items (the answer), so no validation/test interaction can appear. Users
+    who interacted with an item whose text :func:`looks_like_instruction` are never drawn.
     """
     if n_demos <= 0:
         return []
-    counts = train.interactions.groupby("user_id").size()
-    eligible = np.sort(counts.index[counts >= history_len + n_answer].to_numpy())
+    inter = train.interactions
+    counts = inter.groupby("user_id").size()
+    suspicious = suspicious_items(train.catalog)
+    tainted = set(inter.loc[inter["item_id"].isin(suspicious), "user_id"].tolist())
+    long_enough = counts.index[counts >= history_len + n_answer]
+    eligible = np.sort(np.asarray([u for u in long_enough.tolist() if u not in tainted]))
     if len(eligible) == 0:
-        raise EmptyHistoryError("no training user has enough interactions for demonstrations")
+        raise EmptyHistoryError(
+            "no training user has enough interactions (with item text that passes the "
+            "instruction check) for demonstrations"
+        )
     rng = np.random.default_rng(seed)
     users = rng.choice(eligible, size=min(n_demos + 1, len(eligible)), replace=False)
     demos = []
@@ -306,3 +475,12 @@ def draw_demonstrations(
         text = [format_item(r, fields) for r in rows.itertuples()]
         demos.append(Demonstration(u, text[:history_len], text[history_len:]))
     return demos
+
+
+def suspicious_items(catalog: pd.DataFrame) -> set[Any]:
+    """IDs of catalogue items whose title or genres :func:`looks_like_instruction`."""
+    return {
+        i
+        for i, t, g in zip(catalog["item_id"], catalog["title"], catalog["genres"], strict=True)
+        if looks_like_instruction(t) or (g and looks_like_instruction(g))
+    }

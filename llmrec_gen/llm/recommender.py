@@ -38,7 +38,14 @@ from llmrec_gen.llm.adapters import resolve_adapter
 from llmrec_gen.llm.engines.base import Engine, Generation, GenerationParams, Prompt
 from llmrec_gen.llm.grounding.match import GroundedTitle, GroundingConfig
 from llmrec_gen.llm.grounding.stats import GroundingStats
-from llmrec_gen.llm.prompting import Demonstration, PromptBuilder, PromptConfig, format_title
+from llmrec_gen.llm.prompting import (
+    EXPLAIN_TEMPLATE,
+    RATING_TEMPLATE,
+    Demonstration,
+    PromptBuilder,
+    PromptConfig,
+    format_title,
+)
 from llmrec_gen.recommenders.base import (
     RANKER,
     Capability,
@@ -95,7 +102,7 @@ class LLMRecommender(Recommender):
 
     Args:
         config: an :class:`LLMConfig` (or mapping); keyword overrides are applied over it, e.g.
-            ``LLMRecommender(prompt={"template": "fewshot-v1", "n_demos": 2})``.
+            ``LLMRecommender(prompt={"template": "fewshot-v2", "n_demos": 2})``.
 
     Raises:
         ConfigError: an invalid field (named), before any model is loaded.
@@ -301,9 +308,9 @@ class LLMRecommender(Recommender):
     # -- other tasks -------------------------------------------------------------------------
 
     def explain(self, user_id: Any, item_ids: Sequence[Any], max_new_tokens: int = 48) -> list[str]:
-        """One short model-written reason per recommended item (``explain-v1`` template)."""
+        """One short model-written reason per recommended item (``explain-v2`` template)."""
         train = self._check_fitted()
-        builder = PromptBuilder(self.config.prompt, template="explain-v1")
+        builder = PromptBuilder(self.config.prompt, template=EXPLAIN_TEMPLATE)
         prompts: list[Prompt] = [builder.build(train, user_id, target=i) for i in item_ids]
         params = GenerationParams(
             max_new_tokens=max_new_tokens, seed=self.config.seed, stop=("\n",)
@@ -311,14 +318,14 @@ class LLMRecommender(Recommender):
         return [" ".join(o.text.split()) for o in self._generate(prompts, params)]
 
     def predict_ratings(self, pairs: Sequence[tuple[Any, Any]]) -> RatingPredictions:
-        """Predict 1-5 ratings for ``(user, item)`` pairs with the ``rating-v1`` template.
+        """Predict 1-5 ratings for ``(user, item)`` pairs with the ``rating-v2`` template.
 
         Unparsable answers fall back to the user's mean training rating (counted as
         ``stats["unparsed"]``).
         """
         train = self._check_fitted()
         builder = PromptBuilder(
-            self.config.prompt, template="rating-v1", fields=("title", "year", "rating")
+            self.config.prompt, template=RATING_TEMPLATE, fields=("title", "year", "rating")
         )
         prompts: list[Prompt] = [builder.build(train, u, target=i) for u, i in pairs]
         outs = self._generate(prompts, GenerationParams(max_new_tokens=4, seed=self.config.seed))

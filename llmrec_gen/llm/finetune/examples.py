@@ -23,7 +23,12 @@ from llmrec_gen.data.splits import split_dataset
 from llmrec_gen.data.train_data import TrainData
 from llmrec_gen.io import atomic_write_text, to_python
 from llmrec_gen.llm.finetune.config import FinetuneConfig
-from llmrec_gen.llm.prompting import PromptBuilder, format_answer, format_title
+from llmrec_gen.llm.prompting import (
+    PromptBuilder,
+    format_answer,
+    format_title,
+    strip_messages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +196,23 @@ def prepare_data(config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dic
         seed=config.seed,
     )
     return train_rows, valid_rows
+
+
+def strip_example_tokens(
+    rows: Sequence[dict[str, Any]], special_tokens: Sequence[str]
+) -> list[dict[str, Any]]:
+    """``rows`` with the given special-token strings removed from every prompt and completion
+    message (:func:`~llmrec_gen.llm.prompting.strip_messages`); other fields are kept."""
+    if not special_tokens:
+        return list(rows)
+    return [
+        {
+            **row,
+            "prompt": strip_messages(row["prompt"], special_tokens),
+            "completion": strip_messages(row["completion"], special_tokens),
+        }
+        for row in rows
+    ]
 
 
 def write_examples(path: str | Path, train_rows: list[dict], valid_rows: list[dict]) -> Path:

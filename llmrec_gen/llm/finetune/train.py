@@ -36,7 +36,8 @@ import yaml
 from llmrec_gen.errors import ConfigError
 from llmrec_gen.io import atomic_directory, atomic_write_json, check_writable
 from llmrec_gen.llm.finetune.config import FinetuneConfig
-from llmrec_gen.llm.finetune.examples import make_builder, prepare_data
+from llmrec_gen.llm.finetune.examples import make_builder, prepare_data, strip_example_tokens
+from llmrec_gen.llm.prompting import special_token_strings
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,9 @@ def train_sft(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    specials = special_token_strings(tokenizer)  # defence in depth over the builder's cleaning
+    train_rows = strip_example_tokens(train_rows, specials)
+    valid_rows = strip_example_tokens(valid_rows, specials)
     max_length = int(config.training_args()["max_length"])
     train_rows, token_stats = _filter_long(train_rows, tokenizer, max_length)
     valid_rows, _ = _filter_long(valid_rows, tokenizer, max_length)
