@@ -27,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -406,7 +407,9 @@ class TransformersEngine(LocalEngine):
         """
         if score not in ("mean", "sum"):
             raise ConfigError(f"score must be 'mean' or 'sum', got {score!r}")
+        start = time.perf_counter()
         encoded, tries = self.title_tries(prompts, allowed, k)
+        self.search_stats.prepare_s += time.perf_counter() - start
         with self._use_adapter(adapter):
             if self.packed_ok():
                 hits = trie_beam_search(

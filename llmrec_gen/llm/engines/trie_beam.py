@@ -151,6 +151,7 @@ class SearchStats:
     """Where the time of one or more searches went (seconds, counts).
 
     Attributes:
+        prepare_s: prompt encoding and trie views (filled by the engine).
         setup_s: validation, KV buffer allocation.
         prefix_s: encoding shared prompt prefixes.
         prefill_s: forward passes that hold prompt tokens (they may hold beam rows too).
@@ -166,6 +167,7 @@ class SearchStats:
         rows_per_pass: beam rows of each pass, in order.
     """
 
+    prepare_s: float = 0.0
     setup_s: float = 0.0
     prefix_s: float = 0.0
     prefill_s: float = 0.0
@@ -184,7 +186,8 @@ class SearchStats:
     def total_s(self) -> float:
         """Sum of the timed phases."""
         return (
-            self.setup_s
+            self.prepare_s
+            + self.setup_s
             + self.prefix_s
             + self.prefill_s
             + self.decode_s
