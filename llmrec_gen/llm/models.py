@@ -17,6 +17,7 @@ The cache root is ``$LLMREC_GEN_CACHE`` if set, else ``$XDG_CACHE_HOME/llmrec-ge
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +287,7 @@ def pick_device(device: str = "auto") -> str:
 
 _DTYPE_NAMES = {
     "auto": "auto",
+    "fast": "fast",
     "float32": "float32",
     "fp32": "float32",
     "float": "float32",
@@ -297,27 +300,78 @@ _DTYPE_NAMES = {
 
 
 def dtype_name(dtype: str) -> str:
-    """Canonical dtype name (``auto``, ``float32``, ``bfloat16``, ``float16``) for an alias.
+    """Canonical dtype name (``auto``, ``fast``, ``float32``, ``bfloat16``, ``float16``).
 
     Raises:
         ConfigError: unknown dtype name.
     """
     name = _DTYPE_NAMES.get(str(dtype).lower())
     if name is None:
-        raise ConfigError(f"unknown dtype '{dtype}': use auto, float32, bfloat16 or float16")
+        raise ConfigError(f"unknown dtype '{dtype}': use auto, fast, float32, bfloat16 or float16")
     return name
+
+
+_CPU_FLAGS = frozenset(
+    {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16"}
+)
+
+
+@dataclass(frozen=True)
+class CPUFeatures:
+    """What this CPU can do natively (read at run time, never assumed).
+
+    Attributes:
+        capability: torch's dispatch level (``torch.backends.cpu.get_cpu_capability()``:
+            ``"DEFAULT"``, ``"AVX2"``, ``"AVX512"``...), ``"unknown"`` without torch.
+        flags: the ``/proc/cpuinfo`` flags that matter for the dtype (AVX2, AVX-512, its bf16
+            and VNNI extensions, AMX); empty where the file does not exist.
+        model: the CPU model name.
+    """
+
+    capability: str
+    flags: frozenset[str]
+    model: str
+
+    @property
+    def native_bf16(self) -> bool:
+        """bf16 matmuls run in hardware (AVX-512-bf16 or AMX); elsewhere torch emulates them."""
+        return bool({"avx512_bf16", "amx_bf16"} & self.flags)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> CPUFeatures:
+    """This machine's :class:`CPUFeatures` (computed once per process)."""
+    flags: set[str] = set()
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split()) & _CPU_FLAGS
+            elif line.startswith("model name") and model == "unknown":
+                model = line.split(":", 1)[1].strip()
+    try:
+        import torch
+
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (ImportError, AttributeError):
+        capability = "unknown"
+    return CPUFeatures(capability, frozenset(flags), model)
 
 
 def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
     """Choose the compute dtype for a device.
 
-    ``"auto"`` gives fp32 on CPU (bf16 is emulated on CPUs without AVX-512-bf16 and is ~10x
-    slower there; fp16 matmuls on CPU are slow too) and on MPS, bf16 on CUDA GPUs that support it,
-    fp16 on older GPUs.
+    ``"auto"`` gives fp32 on CPU and MPS, bf16 on CUDA GPUs that support it, fp16 on older GPUs.
+    On CPU, fp32 is kept even where bf16 is native (AVX-512-bf16/AMX): measured on SmolLM2-135M
+    with ML-100k prompts, bf16 was ~1.3-2x faster but changed most top-10 lists (see
+    ``benchmarks/README.md``). ``"fast"`` takes bf16 where the CPU runs it natively (detected
+    at run time, :func:`cpu_features`) and fp32 elsewhere, for runs that accept changed
+    rankings. An explicit ``bfloat16`` on a CPU without native bf16 works but is emulated
+    (~10x slower), and says so in the log.
 
     Args:
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:0"``, ``"mps"``).
-        dtype: ``"auto"`` or a name: ``float32``/``fp32``, ``bfloat16``/``bf16``,
+        dtype: ``"auto"``, ``"fast"`` or a name: ``float32``/``fp32``, ``bfloat16``/``bf16``,
             ``float16``/``fp16``.
 
     Returns:
@@ -329,9 +383,21 @@ def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
     import torch
 
     name = dtype_name(dtype)
+    cuda = str(device).startswith("cuda")
+    on_cpu = str(device).startswith("cpu")
+    if name == "fast" and on_cpu:
+        name = "bfloat16" if cpu_features().native_bf16 else "float32"
+    elif name == "fast":
+        name = "auto"
+    if name == "bfloat16" and on_cpu and not cpu_features().native_bf16:
+        logger.warning(
+            "bfloat16 on a CPU without avx512_bf16/amx_bf16 (%s) is emulated and ~10x slower "
+            "than float32",
+            cpu_features().capability,
+        )
     if name != "auto":
         return getattr(torch, name)
-    if str(device).startswith("cuda"):
+    if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
 

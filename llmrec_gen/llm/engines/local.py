@@ -16,10 +16,12 @@ from typing import Any
 from llmrec_gen.errors import ConfigError, ModelNotFoundError
 from llmrec_gen.llm.adapters import AdapterRef, resolve_adapter
 from llmrec_gen.llm.engines.base import Engine, Prompt, render_prompt
-from llmrec_gen.llm.engines.constrained import TitleTrie, tokenize_titles
+from llmrec_gen.llm.engines.constrained import TitleTrie, TrieView, tokenize_titles
 
 ANCHOR_CHARS = 16
 """How much of the rendered prompt's end is prepended when tokenizing titles in context."""
+CATALOGUE_TRIES = 4
+"""Catalogue tries kept per engine (one per catalogue and anchor; ~1,700 titles: a few MB)."""
 
 
 def eos_token_ids(model_path: Path, tokenizer: Any) -> list[int]:
@@ -72,6 +74,7 @@ class LocalEngine(Engine):
         self.tokenizer = tok
         self._eos_ids: list[int] = eos_token_ids(self.model_path, tok)
         self._title_ids: dict[tuple[str, str], tuple[int, ...]] = {}  # (anchor, title) -> ids
+        self._tries: dict[tuple[str, int], TitleTrie] = {}  # (anchor, id) -> trie, LRU
 
     # ------------------------------------------------------------------ prompts
     def render(self, prompt: Prompt) -> str:
@@ -134,8 +137,13 @@ class LocalEngine(Engine):
 
     def title_tries(
         self, prompts: Sequence[Prompt], allowed: Sequence[Sequence[str]], k: int
-    ) -> tuple[list[list[int]], list[TitleTrie]]:
-        """Encode each prompt and build the trie of its allowed titles (each ended by EOS).
+    ) -> tuple[list[list[int]], list[TrieView]]:
+        """Encode each prompt and get the trie of its allowed titles (each ended by EOS).
+
+        One :class:`~llmrec_gen.llm.engines.constrained.TitleTrie` is built per catalogue (the
+        union of the call's allowed lists) and tokenization anchor, and kept for later calls
+        (the last :data:`CATALOGUE_TRIES`); each prompt gets a view of it that hides the
+        catalogue titles it may not produce.
 
         Raises:
             ConfigError: ``k < 1`` or ``allowed`` does not match ``prompts`` in length.
@@ -144,14 +152,36 @@ class LocalEngine(Engine):
             raise ConfigError(f"k must be >= 1, got {k}")
         if len(allowed) != len(prompts):
             raise ConfigError(f"got {len(prompts)} prompts but {len(allowed)} allowed-title lists")
-        encoded, tries = [], []
-        for prompt, titles in zip(prompts, allowed, strict=True):
-            text, ids = self.encode(prompt)
-            titles = list(dict.fromkeys(titles))
-            seqs = self.title_token_ids(titles, anchor=text[-ANCHOR_CHARS:])
-            encoded.append(ids)
-            tries.append(TitleTrie(seqs, eos_token_id=self._eos_ids[0], labels=titles))
-        return encoded, tries
+        encoded = [self.encode(prompt) for prompt in prompts]
+        anchors = [text[-ANCHOR_CHARS:] for text, _ in encoded]
+        pooled: dict[str, list[str]] = {}
+        for anchor, titles in zip(anchors, allowed, strict=True):
+            pooled.setdefault(anchor, []).extend(titles)
+        catalogues = {anchor: self.catalogue_trie(ts, anchor) for anchor, ts in pooled.items()}
+        tries: list[TrieView] = []
+        for anchor, titles in zip(anchors, allowed, strict=True):
+            trie = catalogues[anchor]
+            mine = set(titles)
+            tries.append(trie.view(exclude=[t for t in trie.labels if t not in mine]))
+        return [ids for _, ids in encoded], tries
+
+    def catalogue_trie(self, titles: Sequence[str], anchor: str) -> TitleTrie:
+        """A trie holding every title of ``titles`` tokenized after ``anchor``.
+
+        A kept trie for the same anchor that holds them all is reused (e.g. the whole
+        catalogue, when a call's users have all seen some title); otherwise one is built from
+        ``titles`` and kept (the last :data:`CATALOGUE_TRIES`).
+        """
+        wanted = list(dict.fromkeys(titles))
+        for key, trie in reversed(self._tries.items()):
+            if key[0] == anchor and all(trie.node_of(t) is not None for t in wanted):
+                self._tries[key] = self._tries.pop(key)  # most recently used last
+                return trie
+        trie = TitleTrie(self.title_token_ids(wanted, anchor=anchor), self._eos_ids[0], wanted)
+        self._tries[(anchor, id(trie))] = trie
+        while len(self._tries) > CATALOGUE_TRIES:
+            self._tries.pop(next(iter(self._tries)))
+        return trie
 
     # ------------------------------------------------------------------ adapters
     def _local_adapter(self, adapter: AdapterRef | None) -> AdapterRef | None:

@@ -8,10 +8,17 @@ Build once, then call in batches (same contract as the vLLM engine)::
                            GenerationParams(max_new_tokens=64))
     recs = engine.generate_constrained(prompts, allowed=[catalog_titles], k=10)
 
-Batches are left-padded and sorted by prompt length (less padding); chat-message prompts go through
-the model's chat template with the generation prompt appended. LoRA adapters are loaded with PEFT
-on first use and cached by path; ``adapter=None`` runs the base model (adapters disabled), unless
-the engine was built with a default ``adapter``.
+Constrained decoding and greedy generation run on packed forward passes over a per-prompt KV
+cache (:mod:`~llmrec_gen.llm.engines.trie_beam`, :mod:`~llmrec_gen.llm.engines.greedy`): the
+same results as Hugging Face ``generate`` at a fraction of the work, and the prompt prefix all
+users share is encoded once per run. Beam search and sampling use ``generate``, in batches
+left-padded and sorted by prompt length; so do models the packed passes cannot run (checked
+once per engine, see :func:`~llmrec_gen.llm.engines.packed.self_test`). Only our own generation
+settings apply: a model's shipped ``generation_config`` (sampling, top-k, penalties, suppressed
+tokens) is replaced at load. Chat-message prompts go through the model's chat template with the
+generation prompt appended. LoRA adapters are loaded with PEFT on first use and cached by path;
+``adapter=None`` runs the base model (adapters disabled), unless the engine was built with a
+default ``adapter``.
 """
 
 from __future__ import annotations
@@ -20,19 +27,32 @@ import contextlib
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmrec_gen.errors import ConfigError
 from llmrec_gen.llm.adapters import AdapterRef, check_targets
 from llmrec_gen.llm.engines.base import ConstrainedGeneration, Generation, GenerationParams, Prompt
-from llmrec_gen.llm.engines.constrained import TitleTrie
+from llmrec_gen.llm.engines.constrained import ROOT, TitleTrie
+from llmrec_gen.llm.engines.greedy import GreedyStats, packed_greedy
 from llmrec_gen.llm.engines.local import LocalEngine
+from llmrec_gen.llm.engines.packed import PrefixStore, self_test
+from llmrec_gen.llm.engines.trie_beam import (
+    Bias,
+    ScoreMode,
+    SearchStats,
+    as_bias_fn,
+    length_penalty_of,
+    trie_beam_search,
+)
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
+
+_SELF_TEST_TOLERANCE = 1e-3  # max |logit difference| of a packed pass vs a plain forward pass
 
 
 class TransformersEngine(LocalEngine):
@@ -79,9 +99,16 @@ class TransformersEngine(LocalEngine):
         with quiet_transformers():
             base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
         self._base = base.to(self.device).eval()
+        # Our settings only: generate() fills every unset field from the model's config.
+        self._base.generation_config = self._generation_config()
         self._model: Any = self._base  # becomes a PeftModel once an adapter is loaded
         self._adapters: dict[str, str] = {}  # resolved adapter dir -> PEFT adapter name
+        self._owner: str | None = None  # the active adapter's directory (what the KV depends on)
         self._stop_ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # stop strings -> token ids
+        self._packed: bool | None = None  # packed passes work for this model (checked once)
+        self._prefixes = PrefixStore()  # shared prompt prefixes, kept across calls
+        self.search_stats = SearchStats()  # constrained decoding, all calls added up
+        self.greedy_stats = GreedyStats()  # packed greedy generation, all calls added up
         if self.default_adapter is not None:
             self._load_adapter(self.default_adapter)
         logger.info(
@@ -138,12 +165,32 @@ class TransformersEngine(LocalEngine):
         if adapter is not None:
             name = self._load_adapter(adapter)  # first: it may replace self._model by a PeftModel
             self._model.set_adapter(name)
+            self._owner = str(adapter.path)
             yield
         elif self._adapters:
+            self._owner = None
             with self._model.disable_adapter():
                 yield
         else:
+            self._owner = None
             yield
+
+    def packed_ok(self) -> bool:
+        """Whether packed forward passes reproduce this model's forward pass (checked once)."""
+        if self._packed is None:
+            try:
+                diff = self_test(self._base, len(self.tokenizer))
+                self._packed = diff < _SELF_TEST_TOLERANCE
+                reason = f"max logit difference {diff:.2g}"
+            except (ValueError, TypeError, AttributeError, KeyError, RuntimeError) as err:
+                self._packed, reason = False, f"{type(err).__name__}: {err}"
+            if not self._packed:
+                logger.warning(
+                    "packed passes do not fit %s (%s): using transformers generate (slower)",
+                    self.model_path,
+                    reason,
+                )
+        return self._packed
 
     # ------------------------------------------------------------------ generation
     def _generation_config(self, extra_eos: Sequence[int] = (), **kwargs: Any) -> Any:
@@ -191,6 +238,14 @@ class TransformersEngine(LocalEngine):
         if not prompts:
             return []
         encoded = [self.encode(p)[1] for p in prompts]
+        plain_greedy = (
+            params.temperature == 0
+            and params.num_beams == 1
+            and params.n == 1
+            and params.repetition_penalty == 1.0
+        )
+        if plain_greedy and self.packed_ok():
+            return self._generate_packed(encoded, params, adapter)
         sampling = params.temperature > 0
         options: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -224,6 +279,37 @@ class TransformersEngine(LocalEngine):
                     texts = [text for text, _ in decoded]
                     results[i] = Generation.of(texts, len(encoded[i]), decoded[0][1])
         return [r for r in results if r is not None]
+
+    def _generate_packed(
+        self, encoded: list[list[int]], params: GenerationParams, adapter: AdapterRef | None
+    ) -> list[Generation]:
+        """Greedy generation on packed passes (same tokens as ``generate``, see the module)."""
+        stop = [s for s in params.stop if s]
+        stopped = None
+        if stop:
+            window = max(len(s.encode()) for s in stop) + 1  # tokens that can hold a stop string
+
+            def stopped(tokens: list[int]) -> bool:
+                text = self.tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+                return any(s in text for s in stop)
+
+        with self._use_adapter(adapter):
+            outs = packed_greedy(
+                self._model,
+                encoded,
+                params.max_new_tokens,
+                self._eos_ids,
+                stopped=stopped,
+                prefixes=self._prefixes,
+                owner=self._owner,
+                max_active=max(self.batch_size, 16),
+                stats=self.greedy_stats,
+            )
+        results = []
+        for ids, tokens in zip(encoded, outs, strict=True):
+            text, n_generated = self.decode(tokens, params.stop)
+            results.append(Generation.of([text], len(ids), n_generated))
+        return results
 
     def _prefill(self, inputs: dict[str, torch.Tensor], expand: int) -> dict[str, Any]:
         """Run the prompts once and copy their KV cache to every beam.
@@ -287,35 +373,83 @@ class TransformersEngine(LocalEngine):
         allowed: Sequence[Sequence[str]],
         k: int,
         adapter: AdapterRef | None = None,
+        *,
+        bias: Bias = None,
+        score: ScoreMode = "mean",
     ) -> list[ConstrainedGeneration]:
         """Beam search restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
 
-        Each prompt gets a :class:`~llmrec_gen.llm.engines.constrained.TitleTrie` over its allowed
-        titles (each followed by EOS) that drives ``prefix_allowed_tokens_fn``, with
-        ``num_beams = num_return_sequences = k``; so every returned title is one of the allowed
-        titles, and titles are distinct. Scores are the beam scores (sum of token
-        log-probabilities divided by the number of generated tokens, EOS included). Prompts are
-        batched ``batch_size`` at a time.
+        Each prompt searches a view of one catalogue
+        :class:`~llmrec_gen.llm.engines.constrained.TitleTrie` (built once per catalogue and
+        kept) that hides the titles it may not produce, with HF's beam rules and
+        ``num_beams = num_return_sequences = k`` (greedy when that is 1); so every returned
+        title is one of the allowed titles, and titles are distinct. Pass many prompts per call:
+        they are searched together (continuous batching).
 
         Args:
             prompts: plain strings or chat-message lists.
             allowed: per prompt, the titles it may produce (e.g. the catalog minus seen items).
             k: titles to return per prompt (fewer only if fewer titles are allowed).
             adapter: LoRA adapter directory (``None``: the default adapter or the base model).
+            bias: additive bias on the allowed tokens' log-probabilities, per step (see
+                :data:`~llmrec_gen.llm.engines.trie_beam.Bias`; per-node arrays index the
+                nodes of ``self.title_tries(...)[1][i]``).
+            score: ``"mean"`` token log-probability (sum / generated tokens, EOS included; the
+                default) or their ``"sum"``.
 
         Returns:
             One :class:`ConstrainedGeneration` per prompt, best title first.
 
         Raises:
-            ConfigError: ``k < 1`` or ``allowed`` does not match ``prompts`` in length.
+            ConfigError: ``k < 1``, ``allowed`` does not match ``prompts`` in length, or an
+                unknown ``score``.
             ModelNotFoundError: the adapter directory does not exist.
+        """
+        if score not in ("mean", "sum"):
+            raise ConfigError(f"score must be 'mean' or 'sum', got {score!r}")
+        start = time.perf_counter()
+        encoded, tries = self.title_tries(prompts, allowed, k)
+        self.search_stats.prepare_s += time.perf_counter() - start
+        with self._use_adapter(adapter):
+            if self.packed_ok():
+                hits = trie_beam_search(
+                    self._model,
+                    encoded,
+                    tries,
+                    k,
+                    self._eos_ids,
+                    bias=bias,
+                    score=score,
+                    prefixes=self._prefixes,
+                    owner=self._owner,
+                    max_active=self.batch_size,
+                    stats=self.search_stats,
+                )
+                return [
+                    ConstrainedGeneration([str(h.label) for h in hs], [h.score for h in hs])
+                    for hs in hits
+                ]
+            return self._constrained_generate(encoded, tries, k, bias, score)
+
+    def _constrained_generate(
+        self,
+        encoded: list[list[int]],
+        tries: Sequence[TitleTrie],
+        k: int,
+        bias: Bias = None,
+        score: ScoreMode = "mean",
+    ) -> list[ConstrainedGeneration]:
+        """The same search with Hugging Face ``generate`` and ``prefix_allowed_tokens_fn``.
+
+        The fallback for models packed passes cannot run, and the reference the packed search
+        is tested against. A bias is a logits processor on the log-probabilities (beam search)
+        or the logits (greedy search: the same argmax); the adapter must already be active.
         """
         import torch
 
-        encoded, tries = self.title_tries(prompts, allowed, k)
-
-        results: list[ConstrainedGeneration] = [ConstrainedGeneration([], []) for _ in prompts]
-        with self._use_adapter(adapter), torch.inference_mode():
+        bias_fn = as_bias_fn(bias, len(encoded))
+        results = [ConstrainedGeneration([], []) for _ in encoded]
+        with torch.inference_mode():
             # Prompts that allow the same number of results share a beam width, so a batch too.
             by_width: dict[int, list[int]] = {}
             for i, trie in enumerate(tries):
@@ -326,16 +460,25 @@ class TransformersEngine(LocalEngine):
                 for idx in self._batches(lengths):
                     chunk = [members[j] for j in idx]
                     outs = self._constrained_batch(
-                        [encoded[i] for i in chunk], [tries[i] for i in chunk], width
+                        [encoded[i] for i in chunk],
+                        [tries[i] for i in chunk],
+                        width,
+                        length_penalty_of(score),
+                        None if bias_fn is None else (bias_fn, chunk),
                     )
                     for i, out in zip(chunk, outs, strict=True):
                         results[i] = out
         return results
 
     def _constrained_batch(
-        self, batch: list[list[int]], tries: list[TitleTrie], width: int
+        self,
+        batch: list[list[int]],
+        tries: list[TitleTrie],
+        width: int,
+        length_penalty: float = 1.0,
+        bias: tuple[Any, list[int]] | None = None,
     ) -> list[ConstrainedGeneration]:
-        """One beam-search call for a batch of prompts sharing beam width ``width``."""
+        """One beam-search ``generate`` call for a batch of prompts sharing beam width ``width``."""
         inputs = self._pad_left(batch)
         prompt_len = inputs["input_ids"].shape[1]
 
@@ -347,20 +490,30 @@ class TransformersEngine(LocalEngine):
             do_sample=False,
             num_beams=width,
             num_return_sequences=width,
-            length_penalty=1.0,
+            length_penalty=length_penalty,
+            early_stopping=False,
             output_scores=True,
             output_logits=width == 1,
             return_dict_in_generate=True,
         )
+        extra: dict[str, Any] = {}
+        if bias is not None:
+            from transformers import LogitsProcessorList
+
+            fn, indices = bias
+            extra["logits_processor"] = LogitsProcessorList(
+                [_TrieBias(fn, [indices[b] for b in range(len(tries))], tries, width, prompt_len)]
+            )
         out = self._model.generate(
             **inputs,
             **self._prefill(inputs, width),
             generation_config=config,
             prefix_allowed_tokens_fn=allowed_tokens,
+            **extra,
         )
         sequences = out.sequences[:, prompt_len:].tolist()
         if width == 1:  # HF runs plain greedy search: no beam scores, so score like a beam
-            scores = self._greedy_scores(out, prompt_len)
+            scores = self._greedy_scores(out, prompt_len, length_penalty)
         else:
             scores = out.sequences_scores.tolist()
         results = []
@@ -380,20 +533,25 @@ class TransformersEngine(LocalEngine):
             )
         return results
 
-    def _greedy_scores(self, out: Any, prompt_len: int) -> list[float]:
-        """Mean log-probability per generated token (EOS included), as beam search scores."""
+    def _greedy_scores(self, out: Any, prompt_len: int, length_penalty: float = 1.0) -> list[float]:
+        """Sum of token log-probabilities / generated tokens ** length_penalty (EOS included),
+        as beam search scores; a logits processor's bias on the chosen tokens is added."""
         import torch
 
         gen = out.sequences[:, prompt_len:]
         logprobs = torch.stack([torch.log_softmax(x.float(), dim=-1) for x in out.logits], dim=1)
         token_lp = logprobs.gather(2, gen.unsqueeze(-1)).squeeze(-1)
+        raw = torch.stack([x.float() for x in out.logits], dim=1).gather(2, gen.unsqueeze(-1))
+        processed = torch.stack([x.float() for x in out.scores], dim=1).gather(2, gen.unsqueeze(-1))
+        token_lp = token_lp + (processed - raw).squeeze(-1)  # 0 unless a bias was applied
         is_eos = torch.zeros_like(gen, dtype=torch.bool)
         for eos in self._eos_ids:
             is_eos |= gen == eos
         # keep tokens up to and including the first EOS (padding follows it)
         after_eos = (is_eos.cumsum(dim=1) - is_eos.long()) > 0
         keep = (~after_eos).float()
-        return ((token_lp * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)).tolist()
+        length = keep.sum(dim=1).clamp(min=1) ** length_penalty
+        return ((token_lp * keep).sum(dim=1) / length).tolist()
 
     def close(self) -> None:
         """Drop the model and free accelerator memory. Safe to call twice."""
@@ -403,3 +561,41 @@ class TransformersEngine(LocalEngine):
             import torch
 
             torch.cuda.empty_cache()
+
+
+class _TrieBias:
+    """A logits processor adding a trie bias to the allowed tokens of every beam (HF path)."""
+
+    def __init__(
+        self, bias: Any, indices: list[int], tries: list[TitleTrie], width: int, prompt_len: int
+    ) -> None:
+        self.bias, self.indices, self.tries = bias, indices, tries
+        self.width, self.prompt_len = width, prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Add the bias of each row's allowed continuations to ``scores`` (in place)."""
+        import numpy as np
+        import torch
+
+        for row, ids in enumerate(input_ids[:, self.prompt_len :].tolist()):
+            b = row // self.width
+            trie = self.tries[b]
+            node: int | None = ROOT
+            for tok in ids:
+                kids = dict(zip(*trie.children(node), strict=True))
+                node = kids.get(tok)
+                if node is None:
+                    break
+            if node is None:
+                continue
+            toks, nodes = trie.children(node)
+            if not toks:
+                continue
+            extra = self.bias(
+                self.indices[b],
+                np.full(len(toks), node, dtype=np.int64),
+                np.asarray(nodes, dtype=np.int64),
+                np.asarray(toks, dtype=np.int64),
+            )
+            scores[row, torch.tensor(toks)] += torch.as_tensor(extra, dtype=scores.dtype)
+        return scores
