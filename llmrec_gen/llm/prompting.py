@@ -252,6 +252,7 @@ class PromptBuilder:
         candidates: Sequence[Any] = (),
         target: Any = None,
         k: int = 10,
+        extra: Mapping[str, Any] | None = None,
     ) -> Messages:
         """Render the prompt for one user.
 
@@ -262,6 +263,7 @@ class PromptBuilder:
             candidates: item IDs for the re-ranking template.
             target: item ID for the rating/explanation templates.
             k: items to request.
+            extra: further template variables (e.g. the ranker's candidate ``labels``).
         """
         assert self._loaded is not None
         own = train.coerce_user(user_id)  # "42", 42 and np.int64(42) are one user
@@ -272,7 +274,7 @@ class PromptBuilder:
             "candidates": [format_item(r) for r in train.items(list(candidates)).itertuples()],
             "target": format_item(train.items([target]).iloc[0]) if target is not None else "",
         }
-        return self._loaded.render(**ctx)
+        return self._loaded.render(**ctx, **(extra or {}))
 
 
 def draw_demonstrations(
