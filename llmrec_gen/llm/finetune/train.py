@@ -279,13 +279,18 @@ def model_card(config: FinetuneConfig, metrics: Mapping[str, Any]) -> str:
     def fmt(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
+    taught = (
+        f"the next {config.n_targets} training items as a numbered list"
+        if config.task == "generator"
+        else f"the label of the true next item among {config.n_candidates} candidates proposed "
+        f"by `{config.retriever}` (a ranker: use it as `llm-ranker` with a retriever)"
+    )
     return (
         f"# LoRA adapter: {config.model_name_or_path} fine-tuned on {config.dataset}\n\n"
-        "Made by `llmrec_gen.finetune` (TRL SFTTrainer + PEFT LoRA) from the **training split "
-        f"only** ({config.split.protocol}, seed {config.split.seed}): prompts are "
+        "Made by `llmrec_gen.llm.finetune` (TRL SFTTrainer + PEFT LoRA) from the **training "
+        f"split only** ({config.split.protocol}, seed {config.split.seed}): prompts are "
         f"`{config.prompt.template}` with up to {config.prompt.history_len} history items; "
-        "completions are "
-        f"the next {config.n_targets} training items as a numbered list.\n\n"
+        f"completions are {taught}.\n\n"
         "| metric | value |\n|---|---|\n"
         + "".join(
             f"| {k} | {fmt(metrics.get(k))} |\n"
