@@ -44,17 +44,48 @@ FINAL_DIR = "final"
 TRAIN_COLUMNS = ("prompt", "completion")
 
 
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a ``checkpoint-N`` directory can be resumed from.
+
+    It needs a readable ``trainer_state.json`` (a JSON object), the adapter's weights and config,
+    and the optimizer state; a directory a kill left half-written fails this check.
+    """
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    weights = any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin"))
+    return (
+        isinstance(state, dict)
+        and weights
+        and (path / "adapter_config.json").is_file()
+        and any(path.glob("optimizer.*"))
+    )
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-N`` directory with the largest N in ``output_dir``, or None."""
+    """The complete ``checkpoint-N`` with the largest N in ``output_dir``, or None.
+
+    Incomplete or corrupt checkpoints (see :func:`checkpoint_is_complete`) are skipped with a
+    warning, so ``--resume`` continues from the last good one instead of crashing inside the
+    trainer.
+    """
     path = Path(output_dir)
     if not path.is_dir():
         return None
-    found = [
-        (int(p.name.rsplit("-", 1)[1]), p)
-        for p in path.glob("checkpoint-*")
-        if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").exists()
-    ]
-    return max(found)[1] if found else None
+    found = sorted(
+        (
+            (int(p.name.rsplit("-", 1)[1]), p)
+            for p in path.glob("checkpoint-*")
+            if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()
+        ),
+        reverse=True,
+    )
+    for _, candidate in found:
+        if checkpoint_is_complete(candidate):
+            return candidate
+        log.warning("skipping %s: incomplete or corrupt checkpoint", candidate.name)
+    return None
 
 
 def _filter_long(rows: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], dict]:
@@ -218,7 +249,9 @@ def train_sft(
     eval_losses = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     metrics = {
         "train_loss": train_losses[-1] if train_losses else None,
-        "train_loss_mean": result.training_loss,
+        # mean of every logged training loss, before and after a resume (the trainer's own
+        # training_loss averages only the steps of the last call)
+        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
         "eval_loss": final_eval.get("eval_loss"),
         "eval_loss_start": eval_losses[0][1] if eval_losses and eval_losses[0][0] == 0 else None,
         "runtime_s": round(time.perf_counter() - started, 1),
