@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -39,6 +39,7 @@ METHODS: dict[str, str | type[Method]] = {
     "item-mean": "llmrec_gen.recommenders.rating:ItemMean",
     "svd": "llmrec_gen.recommenders.rating:BiasedSVD",
     "llm": "llmrec_gen.llm.recommender:LLMRecommender",
+    "llm-ranker": "llmrec_gen.llm.ranker:LLMRanker",
 }
 """Method name -> ``"module:Class"`` (imported on first use) or the class itself."""
 
@@ -73,6 +74,14 @@ def names(capability: Capability | None = None) -> list[str]:
     return [n for n in METHODS if capability in method_class(n).capabilities]
 
 
+class FusionSpec(StrictModel):
+    """Fuse a full-ranking method with popularity or a CF method (see ``compose.Fuse``)."""
+
+    mode: Literal["popularity", "scores"] = "popularity"  # BIGRec adjust_pda / CF mixing
+    weight: float = Field(0.0, ge=0)  # gamma or mixing weight; choose on the validation target
+    other: str | MethodSpec | None = None  # mode "scores": the CF method mixed in
+
+
 class MethodSpec(StrictModel):
     """One method to build: a registered ``type`` with ``params``, optionally composed.
 
@@ -87,6 +96,7 @@ class MethodSpec(StrictModel):
     fallback: str | MethodSpec | None = None  # fill lists shorter than k from this method
     retriever: str | MethodSpec | None = None  # re-rank this method's candidates (two-stage)
     n_candidates: int = Field(20, ge=1)  # with retriever: candidates per user; 10-50
+    fusion: FusionSpec | None = None  # re-weight a full ranking by popularity or a CF model
 
     @property
     def label(self) -> str:
@@ -113,7 +123,7 @@ def build_method(spec: str | Mapping[str, Any] | MethodSpec, where: str = "metho
         ConfigError: unknown method, invalid parameter, or a composition whose parts cannot do
             what it needs (the message starts with ``where``).
     """
-    from llmrec_gen.recommenders.compose import Fallback, Rerank
+    from llmrec_gen.recommenders.compose import Fallback, Fuse, Rerank
 
     try:
         s = _spec(spec)
@@ -121,6 +131,10 @@ def build_method(spec: str | Mapping[str, Any] | MethodSpec, where: str = "metho
         if s.retriever is not None:
             retriever = build_method(s.retriever, f"{where}.retriever")
             method = Rerank(retriever, method, s.n_candidates)  # type: ignore[arg-type]
+        if s.fusion is not None:
+            f = s.fusion
+            other = build_method(f.other, f"{where}.fusion.other") if f.other else None
+            method = Fuse(method, other, f.mode, f.weight)  # type: ignore[arg-type]
         if s.fallback is not None:
             fallback = build_method(s.fallback, f"{where}.fallback")
             method = Fallback(method, fallback)  # type: ignore[arg-type]

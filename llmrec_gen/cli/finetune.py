@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmrec_gen.cli.common import user_errors
+from llmrec_gen.cli.common import fail, user_errors
 
 finetune_app = typer.Typer(
     help="Fine-tune an LLM recommender with LoRA (TRL SFT) on the training split.",
@@ -76,8 +76,12 @@ def build_data_command(
 ) -> None:
     """Write the training and validation examples as JSONL (field `split`: train/valid)."""
     with user_errors():
+        from llmrec_gen.io import check_writable
         from llmrec_gen.llm.finetune import prepare_data, write_examples
 
+        if out.is_dir():
+            fail(f"--out: '{out}' is a directory; give a file name")
+        check_writable(out.parent, "--out")
         cfg = _load(config, overrides)
         train_rows, valid_rows = prepare_data(cfg)
         write_examples(out, train_rows, valid_rows)

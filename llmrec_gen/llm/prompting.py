@@ -408,6 +408,7 @@ class PromptBuilder:
         candidates: Sequence[Any] = (),
         target: Any = None,
         k: int = 10,
+        extra: Mapping[str, Any] | None = None,
     ) -> Messages:
         """Render the prompt for one user.
 
@@ -418,6 +419,7 @@ class PromptBuilder:
             candidates: item IDs for the re-ranking template.
             target: item ID for the rating/explanation templates.
             k: items to request.
+            extra: further template variables (e.g. the ranker's candidate ``labels``).
         """
         assert self._loaded is not None
         own = train.coerce_user(user_id)  # "42", 42 and np.int64(42) are one user
@@ -433,7 +435,7 @@ class PromptBuilder:
             "domain": domain,
             "count": domain.count,
         }
-        return self._loaded.render(**ctx)
+        return self._loaded.render(**ctx, **(extra or {}))
 
 
 def draw_demonstrations(

@@ -70,6 +70,8 @@ class DecodingConfig(StrictModel):
     temperature: float = Field(0.0, ge=0)  # list mode: 0 = greedy; > 0 samples with `seed`
     num_beams: int = Field(1, ge=1)  # list mode beam width (1 = greedy)
     repetition_penalty: float = Field(1.0, gt=0)  # > 1 discourages looping on one title
+    n_titles: int | None = Field(None, ge=1)  # titles to generate (None: k); with full-ranking
+    # grounding a fixed 10-20 keeps the cost independent of how deep the ranking is read
 
 
 class LLMConfig(StrictModel):
@@ -153,21 +155,63 @@ class LLMRecommender(Recommender):
         users = list(user_ids)
         if items is not None and len(items) != len(users):
             raise ConfigError(f"items: got {len(items)} candidate lists for {len(users)} users")
-        prompts = self.prompts(users, k, items=items)
+        n_titles = self.config.decoding.n_titles or k
+        prompts = self.prompts(users, n_titles, items=items)
         seen = [train.seen_items(u) if exclude_seen else frozenset() for u in users]
         allowed = [frozenset(c) for c in items] if items is not None else None
         mode = self.config.decoding.mode
         if mode == "constrained":
-            grounded, stats, texts = self._constrained(prompts, seen, allowed, k)
+            grounded, stats, texts = self._constrained(prompts, seen, allowed, n_titles)
+            titles = [[g.generated for g in gs] for gs in grounded]
         else:
             titles, texts = self._generate_titles(prompts, beams=mode == "title_beams")
-            grounded, stats = self.grounder.ground_each(titles, seen, k, allowed=allowed)
+            grounded, stats = self.grounder.ground_each(titles, seen, n_titles, allowed=allowed)
+        if self.config.grounding.full_ranking:
+            return self._full_ranking(users, titles, grounded, stats, texts, seen, allowed, k)
         item_out, score_out, details = [], [], []
         for g in grounded:
             ids = [x.item_id for x in g][:k]
             item_out.append(np.asarray(ids, dtype=train.item_ids.dtype))
             score_out.append(1.0 / np.arange(1, len(ids) + 1))  # rank-based: higher is better
             details.append([Provenance(x.method, float(x.score), x.generated) for x in g][:k])
+        return Recommendations(
+            users, item_out, score_out, details, [s.as_dict() for s in stats], texts
+        )
+
+    def _full_ranking(
+        self,
+        users: list[Any],
+        titles: list[list[str]],
+        grounded: list[list[GroundedTitle]],
+        stats: list[GroundingStats],
+        texts: list[str],
+        seen: list[frozenset],
+        allowed: list[frozenset] | None,
+        k: int,
+    ) -> Recommendations:
+        """Every rankable item by distance to all generated titles (BIGRec full ranking).
+
+        Every generated title counts, valid or not: an invented title still points somewhere in
+        the embedding space.
+        """
+        from llmrec_gen.llm.grounding.rank import rank_catalogue
+
+        ranked = rank_catalogue(
+            self.grounder, titles, seen, allowed, self.config.grounding.rank_penalty
+        )
+        item_out = [ids[:k] for ids, _ in ranked]
+        score_out = [scores[:k] for _, scores in ranked]
+        details = []
+        for gs, ids in zip(grounded, item_out, strict=True):
+            own = {g.item_id: g for g in gs}
+            details.append(
+                [
+                    Provenance(own[i].method, float(own[i].score), own[i].generated)
+                    if i in own
+                    else Provenance("distance", 0.0)
+                    for i in ids.tolist()
+                ]
+            )
         return Recommendations(
             users, item_out, score_out, details, [s.as_dict() for s in stats], texts
         )

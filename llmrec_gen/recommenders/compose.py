@@ -223,3 +223,103 @@ class Rerank(_Composite):
     def summarize_stats(self, stats: Sequence[Mapping[str, float]]) -> dict[str, float]:
         """The ranker's summary."""
         return self.ranker.summarize_stats(stats)
+
+
+class Fuse(_Composite):
+    """Collaborative fusion of a full-ranking generator with popularity or a CF model (BIGRec).
+
+    Both parts rank the whole catalogue (``k = n_items``); the fused score re-orders it:
+
+    * ``mode="popularity"`` (BIGRec ``adjust_pda``): the primary's scores must be negative
+      distances ``-D(i)`` (full-ranking grounding); ``fused(i) = -D(i) * (1 + pop_i) ** -weight``
+      with ``pop_i`` the item's training interaction count, so ``weight = 0`` is the primary alone.
+    * ``mode="scores"`` (``adjust_ci``-style mixing with ``other``, e.g. ALS): per user, both score
+      lists are standardised over the primary's items and mixed,
+      ``fused = (1 - weight) * z(primary) + weight * z(other)``; items ``other`` did not rank get
+      its lowest z-score.
+
+    Args:
+        primary: a ranking method whose lists cover the catalogue.
+        other: the CF method (``mode="scores"`` only).
+        mode: ``"popularity"`` or ``"scores"``.
+        weight: gamma (``popularity``, 0-1) or the mixing weight (``scores``, 0-1); choose it on
+            the validation target.
+    """
+
+    name = "fuse"
+
+    def __init__(
+        self,
+        primary: Recommender,
+        other: Recommender | None = None,
+        mode: str = "popularity",
+        weight: float = 0.0,
+    ) -> None:
+        _require_ranker(primary, "primary")
+        if mode not in ("popularity", "scores"):
+            raise ConfigError(f"mode: must be 'popularity' or 'scores', got {mode!r}")
+        if mode == "scores":
+            if other is None:
+                raise ConfigError("other: mode 'scores' needs a CF method to mix with")
+            _require_ranker(other, "other")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ConfigError(f"weight: must be a number >= 0, got {weight!r}")
+        self.primary, self.other, self.mode, self.weight = primary, other, mode, float(weight)
+        self.name = primary.name
+        self._set_parts(*([primary] if other is None else [primary, other]))
+
+    def recommend(
+        self,
+        user_ids: Sequence[Any],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        items: Sequence[Sequence[Any]] | None = None,
+    ) -> Recommendations:
+        """Both parts' full rankings, fused per user (see the class docstring)."""
+        k = check_k(k)
+        train = self._check_fitted()
+        users = list(user_ids)
+        n = train.n_items
+        own = self.primary.recommend(users, n, exclude_seen=exclude_seen, items=items)
+        mixed = (
+            self.other.recommend(users, n, exclude_seen=exclude_seen, items=items)
+            if self.other is not None
+            else None
+        )
+        pop = train.item_popularity.astype(np.float64)
+        index = train.item_index
+        out_items, out_scores = [], []
+        for row, (ids, scores) in enumerate(zip(own.item_ids, own.scores, strict=True)):
+            s = np.asarray(scores, dtype=np.float64)
+            if self.mode == "popularity":
+                if len(s) and s.max() > 0:
+                    raise ConfigError(
+                        f"{self.primary.name}: popularity fusion needs negative distances as "
+                        "scores (full-ranking grounding)"
+                    )
+                pops = pop[[index[i] for i in ids.tolist()]]
+                fused = s * (1.0 + pops) ** (-self.weight)
+            else:
+                assert mixed is not None
+                theirs = dict(zip(mixed.item_ids[row].tolist(), mixed.scores[row], strict=True))
+                z_own = _standardise(s)
+                other_s = np.asarray([theirs.get(i, np.nan) for i in ids.tolist()])
+                z_other = _standardise(np.nan_to_num(other_s, nan=np.nanmin(other_s, initial=0)))
+                fused = (1.0 - self.weight) * z_own + self.weight * z_other
+            order = np.argsort(-fused, kind="stable")[:k]
+            out_items.append(np.asarray(ids)[order])
+            out_scores.append(fused[order])
+        return Recommendations(users, out_items, out_scores, None, own.stats, own.texts)
+
+    def summarize_stats(self, stats: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        """The primary's summary."""
+        return self.primary.summarize_stats(stats)
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    """``(x - mean) / sd`` (zeros when ``x`` is constant)."""
+    if len(x) == 0:
+        return x
+    sd = float(x.std())
+    return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)

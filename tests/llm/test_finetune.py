@@ -380,8 +380,14 @@ def test_resume_after_interruption_reaches_the_uninterrupted_adapter(
     assert not (tmp_path / "sft" / "final").exists()  # nothing half-written
     with pytest.raises(ConfigError, match="--resume"):
         train_sft(cfg)
+    corrupt = tmp_path / "sft" / "checkpoint-3"  # a kill mid-save leaves a torn checkpoint
+    corrupt.mkdir()
+    (corrupt / "trainer_state.json").write_text("{")
     final = train_sft(cfg, resume=True)
-    assert json.loads((final / "metrics.json").read_text())["resumed_from"] == "checkpoint-2"
+    resumed = json.loads((final / "metrics.json").read_text())
+    assert resumed["resumed_from"] == "checkpoint-2"
+    whole = json.loads((trained[0] / "metrics.json").read_text())
+    assert resumed["train_loss_mean"] == pytest.approx(whole["train_loss_mean"], rel=1e-3)
     a = load_file(trained[0] / "adapter_model.safetensors")
     b = load_file(final / "adapter_model.safetensors")
     assert a.keys() == b.keys()
@@ -483,3 +489,11 @@ def test_cpu_recipe_builds_examples_on_ml100k():
         seed=cfg.seed,
     )
     assert len(rows) == 8
+
+
+def test_cli_build_data_into_a_file_path_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(finetune_app, ["build-data", "--out", str(blocker / "sft.jsonl")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().count("\n") == 0 and "--out" in res.output

@@ -58,6 +58,10 @@ class FinetuneConfig(StrictModel):
     # model
     model_name_or_path: str = "default"  # "default" = bundled SmolLM2-135M-Instruct; dir or Hub id
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: per device and CPU
+    # what to teach: the generator (write the next items) or the ranker (pick a candidate's label)
+    task: Literal["generator", "ranker"] = "generator"
+    retriever: str = "als"  # task ranker: the method proposing candidates (a registry name)
+    n_candidates: int = Field(20, ge=2, le=26)  # task ranker: candidates per row (labels A-Z)
     # data (train split only; keep equal to the evaluation config)
     dataset: str = "ml-100k"  # built-in name or path (see llmrec_gen.data)
     split: SplitConfig = Field(default_factory=SplitConfig)  # same split as the evaluation

@@ -175,6 +175,10 @@ def build_valid_examples(
 
 def prepare_data(config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Load the dataset, split it and build the (train, validation) examples for ``config``."""
+    if config.task == "ranker":
+        from llmrec_gen.llm.finetune.ranker_examples import prepare_ranker_data
+
+        return prepare_ranker_data(config)
     split = split_dataset(load_dataset(config.dataset), **config.split.kwargs())
     builder = make_builder(config)
     train_rows = build_sft_examples(

@@ -45,17 +45,48 @@ FINAL_DIR = "final"
 TRAIN_COLUMNS = ("prompt", "completion")
 
 
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a ``checkpoint-N`` directory can be resumed from.
+
+    It needs a readable ``trainer_state.json`` (a JSON object), the adapter's weights and config,
+    and the optimizer state; a directory a kill left half-written fails this check.
+    """
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    weights = any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin"))
+    return (
+        isinstance(state, dict)
+        and weights
+        and (path / "adapter_config.json").is_file()
+        and any(path.glob("optimizer.*"))
+    )
+
+
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The ``checkpoint-N`` directory with the largest N in ``output_dir``, or None."""
+    """The complete ``checkpoint-N`` with the largest N in ``output_dir``, or None.
+
+    Incomplete or corrupt checkpoints (see :func:`checkpoint_is_complete`) are skipped with a
+    warning, so ``--resume`` continues from the last good one instead of crashing inside the
+    trainer.
+    """
     path = Path(output_dir)
     if not path.is_dir():
         return None
-    found = [
-        (int(p.name.rsplit("-", 1)[1]), p)
-        for p in path.glob("checkpoint-*")
-        if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit() and (p / "trainer_state.json").exists()
-    ]
-    return max(found)[1] if found else None
+    found = sorted(
+        (
+            (int(p.name.rsplit("-", 1)[1]), p)
+            for p in path.glob("checkpoint-*")
+            if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()
+        ),
+        reverse=True,
+    )
+    for _, candidate in found:
+        if checkpoint_is_complete(candidate):
+            return candidate
+        log.warning("skipping %s: incomplete or corrupt checkpoint", candidate.name)
+    return None
 
 
 def _filter_long(rows: list[dict], tokenizer: Any, max_length: int) -> tuple[list[dict], dict]:
@@ -222,7 +253,9 @@ def train_sft(
     eval_losses = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     metrics = {
         "train_loss": train_losses[-1] if train_losses else None,
-        "train_loss_mean": result.training_loss,
+        # mean of every logged training loss, before and after a resume (the trainer's own
+        # training_loss averages only the steps of the last call)
+        "train_loss_mean": float(np.mean(train_losses)) if train_losses else None,
         "eval_loss": final_eval.get("eval_loss"),
         "eval_loss_start": eval_losses[0][1] if eval_losses and eval_losses[0][0] == 0 else None,
         "runtime_s": round(time.perf_counter() - started, 1),
@@ -283,13 +316,18 @@ def model_card(config: FinetuneConfig, metrics: Mapping[str, Any]) -> str:
     def fmt(value: Any) -> str:
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
+    taught = (
+        f"the next {config.n_targets} training items as a numbered list"
+        if config.task == "generator"
+        else f"the label of the true next item among {config.n_candidates} candidates proposed "
+        f"by `{config.retriever}` (a ranker: use it as `llm-ranker` with a retriever)"
+    )
     return (
         f"# LoRA adapter: {config.model_name_or_path} fine-tuned on {config.dataset}\n\n"
-        "Made by `llmrec_gen.finetune` (TRL SFTTrainer + PEFT LoRA) from the **training split "
-        f"only** ({config.split.protocol}, seed {config.split.seed}): prompts are "
+        "Made by `llmrec_gen.llm.finetune` (TRL SFTTrainer + PEFT LoRA) from the **training "
+        f"split only** ({config.split.protocol}, seed {config.split.seed}): prompts are "
         f"`{config.prompt.template}` with up to {config.prompt.history_len} history items; "
-        "completions are "
-        f"the next {config.n_targets} training items as a numbered list.\n\n"
+        f"completions are {taught}.\n\n"
         "| metric | value |\n|---|---|\n"
         + "".join(
             f"| {k} | {fmt(metrics.get(k))} |\n"

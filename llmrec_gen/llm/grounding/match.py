@@ -76,6 +76,8 @@ class GroundingConfig(StrictModel):
     embedding_threshold: float = Field(0.75, ge=-1, le=1)  # cosine a MiniLM match needs; 0.7-0.9
     use_embeddings: bool = True  # try the MiniLM embedding step (needs sentence-transformers)
     encoder: str = "default"  # sentence encoder: "default" (packaged MiniLM) or a local dir
+    full_ranking: bool = False  # rank every catalogue item by distance to the titles (BIGRec)
+    rank_penalty: float = Field(0.01, ge=0)  # full ranking: distance added per list position
 
 
 EncodeFn = Callable[[list[str]], np.ndarray]
