@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
