@@ -97,6 +97,8 @@ class MethodSpec(StrictModel):
     retriever: str | MethodSpec | None = None  # re-rank this method's candidates (two-stage)
     n_candidates: int = Field(20, ge=1)  # with retriever: candidates per user; 10-50
     fusion: FusionSpec | None = None  # re-weight a full ranking by popularity or a CF model
+    prior: str | MethodSpec | None = None  # a CF method whose scores bias constrained decoding
+    # (D3 logit bias; its weight is the LLM's decoding.prior_weight)
 
     @property
     def label(self) -> str:
@@ -128,6 +130,10 @@ def build_method(spec: str | Mapping[str, Any] | MethodSpec, where: str = "metho
     try:
         s = _spec(spec)
         method: Method = method_class(s.type)(s.params)
+        if s.prior is not None:
+            if not hasattr(method, "with_prior"):
+                raise ConfigError(f"prior: method '{s.type}' does not take a decoding prior")
+            method = method.with_prior(build_method(s.prior, f"{where}.prior"))  # type: ignore[attr-defined]
         if s.retriever is not None:
             retriever = build_method(s.retriever, f"{where}.retriever")
             method = Rerank(retriever, method, s.n_candidates)  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ Per-user :class:`~llmrec_gen.llm.grounding.stats.GroundingStats` travel in
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -72,6 +73,10 @@ class DecodingConfig(StrictModel):
     repetition_penalty: float = Field(1.0, gt=0)  # > 1 discourages looping on one title
     n_titles: int | None = Field(None, ge=1)  # titles to generate (None: k); with full-ranking
     # grounding a fixed 10-20 keeps the cost independent of how deep the ranking is read
+    score: Literal["mean", "sum"] = "mean"  # constrained beam score: mean token log-prob
+    # (length-normalised) or "sum" (D3: no length normalisation, no bonus for long titles)
+    prior_weight: float = Field(0.0, ge=0)  # constrained: weight of the CF prior (D3 logit
+    # bias, set with `prior:` in a method spec); choose on the validation target, 0.1-2
 
 
 class LLMConfig(StrictModel):
@@ -127,6 +132,8 @@ class LLMRecommender(Recommender):
         self.builder = PromptBuilder(c.prompt)
         self.users_per_call = c.batch_size
         self.demos_: list[Demonstration] = []
+        self.prior: Recommender | None = None
+        self._prior_paths: dict[int, Any] = {}
         self._titles: dict[str, Any] | None = None
         self._grounder: Any = None
 
@@ -136,6 +143,8 @@ class LLMRecommender(Recommender):
         """Keep ``train`` and draw the few-shot demonstrations from it only."""
         self.train_ = train
         self.demos_ = self.builder.demonstrations(train, seed=self.config.seed)
+        if self.prior is not None:
+            self.prior.fit(train)
         self._titles = None
         self._grounder = None
         return self
@@ -161,7 +170,7 @@ class LLMRecommender(Recommender):
         allowed = [frozenset(c) for c in items] if items is not None else None
         mode = self.config.decoding.mode
         if mode == "constrained":
-            grounded, stats, texts = self._constrained(prompts, seen, allowed, n_titles)
+            grounded, stats, texts = self._constrained(users, prompts, seen, allowed, n_titles)
             titles = [[g.generated for g in gs] for gs in grounded]
         else:
             titles, texts = self._generate_titles(prompts, beams=mode == "title_beams")
@@ -296,8 +305,40 @@ class LLMRecommender(Recommender):
         titles = [[t for text in o.all_texts for t in parse_list(text, max_items=1)] for o in outs]
         return titles, ["\n".join(t) for t in titles]
 
+    def with_prior(self, prior: Recommender) -> LLMRecommender:
+        """Bias constrained decoding with ``prior``'s scores (D3's logit bias, weighted by
+        ``decoding.prior_weight``; see :mod:`llmrec_gen.llm.grounding.prior`). ``prior`` is
+        fitted with this method."""
+        if self.config.decoding.mode != "constrained":
+            raise ConfigError("prior: a decoding prior needs decoding.mode 'constrained'")
+        self.prior = prior
+        return self
+
+    def _prior_bias(
+        self, users: list[Any], opened: list[Prompt], titles: list[list[str]], k: int
+    ) -> list[Any] | None:
+        """Per-prompt per-node bias arrays of the CF prior (``None`` without a prior)."""
+        weight = self.config.decoding.prior_weight
+        if self.prior is None or weight == 0:
+            return None
+        from llmrec_gen.llm.grounding.prior import bias_arrays
+
+        engine = self.engine_
+        if not hasattr(engine, "title_tries"):
+            raise ConfigError(f"prior: engine '{engine.name}' cannot bias constrained decoding")
+        _, tries = engine.title_tries(opened, titles, k)
+        n_items = self._check_fitted().n_items
+        recs = self.prior.recommend(users, k=n_items, exclude_seen=True)
+        title_of = {i: " " + t for t, i in self.title_index().items()}
+        scores = [
+            {title_of[i]: float(s) for i, s in zip(ids.tolist(), sc, strict=True) if i in title_of}
+            for ids, sc in zip(recs.item_ids, recs.scores, strict=True)
+        ]
+        return bias_arrays(tries, scores, weight, self._prior_paths)
+
     def _constrained(
         self,
+        users: list[Any],
         prompts: list[Prompt],
         seen: list[frozenset],
         allowed: list[frozenset] | None,
@@ -318,9 +359,25 @@ class LLMRecommender(Recommender):
         opened = _open_answer(prompts)
         grounded, stats, texts = [], [], []
         step = self.config.batch_size
+        d = self.config.decoding
         for start in range(0, len(prompts), step):
+            chunk = slice(start, start + step)
+            extra: dict[str, Any] = {}
+            bias = self._prior_bias(users[chunk], opened[chunk], titles[chunk], k)
+            if bias is not None:
+                extra["bias"] = bias
+            if d.score != "mean":
+                extra["score"] = d.score
+            unsupported = set(extra) - set(
+                inspect.signature(self.engine_.generate_constrained).parameters
+            )
+            if unsupported:
+                raise ConfigError(
+                    f"decoding: engine '{self.engine_.name}' does not support "
+                    f"{' or '.join(sorted(unsupported))} in constrained decoding"
+                )
             outs = self.engine_.generate_constrained(
-                opened[start : start + step], titles[start : start + step], k, adapter=self.adapter
+                opened[chunk], titles[chunk], k, adapter=self.adapter, **extra
             )
             for out in outs:
                 picked = [t[1:] for t in out.titles]
