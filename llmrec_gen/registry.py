@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmrec_gen.config import StrictModel, validate
 from llmrec_gen.errors import ConfigError
@@ -99,6 +99,17 @@ class MethodSpec(StrictModel):
     fusion: FusionSpec | None = None  # re-weight a full ranking by popularity or a CF model
     prior: str | MethodSpec | None = None  # a CF method whose scores bias constrained decoding
     # (D3 logit bias; its weight is the LLM's decoding.prior_weight)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # `llmrec-gen tune` searches these
+    # params (dotted keys; "fusion.weight" for the fusion block) on the validation target;
+    # `evaluate` ignores it and runs `params`
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"grid '{key}': give at least one value")
+        return value
 
     @property
     def label(self) -> str:

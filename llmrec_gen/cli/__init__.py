@@ -14,7 +14,7 @@ import typer
 
 from llmrec_gen.cli.common import OneLineUsageErrors, setup_logging
 from llmrec_gen.cli.data import data_app
-from llmrec_gen.cli.evaluate import evaluate
+from llmrec_gen.cli.evaluate import evaluate, tune
 from llmrec_gen.cli.finetune import finetune_app
 from llmrec_gen.cli.prompt import prompt_app
 from llmrec_gen.cli.recommend import recommend
@@ -38,6 +38,7 @@ def main(
 
 app.command()(recommend)
 app.command()(evaluate)
+app.command()(tune)
 app.add_typer(data_app, name="data")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(finetune_app, name="finetune")

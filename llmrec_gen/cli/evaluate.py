@@ -57,6 +57,62 @@ def evaluate(
         )
 
 
+def tune(
+    config: Annotated[str, typer.Option("--config", "-c", help="YAML file or packaged name.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Where to write the tuned config.")],
+    metric: Annotated[str, typer.Option(help="Validation metric to maximise.")] = "NDCG@10",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted).")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Overrides output_dir.")] = None,
+    user_sample: Annotated[int | None, typer.Option(help="Overrides user_sample.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Search every method's `grid` on the validation target; write the tuned config.
+
+    All grid points run in one evaluation (target valid, the config's first split seed; fit on
+    train only). The tuned config keeps each method's best point as its params; run it with
+    `evaluate` for the test target. The table of every trial is printed and saved next to it.
+    """
+    with user_errors():
+        from pathlib import Path
+
+        import yaml
+
+        from llmrec_gen.config import load_yaml_model, parse_overrides
+        from llmrec_gen.evaluation import EvalConfig, run_evaluation
+        from llmrec_gen.evaluation.tuning import select, trials_config, trials_table
+        from llmrec_gen.io import atomic_write_text, check_writable
+
+        target = Path(out)
+        check_writable(target.parent if str(target.parent) else Path("."), "--out", create=True)
+        overrides = parse_overrides(set_ or [])
+        for key, value in (("output_dir", output_dir), ("user_sample", user_sample)):
+            if value is not None:
+                overrides[key] = value
+        cfg = load_yaml_model(EvalConfig, config, overrides, what="eval config")
+        if cfg.task != "ranking":
+            fail("tune: only ranking configs are tuned (a metric to maximise)")
+        search, trials = trials_config(cfg)
+        result = run_evaluation(search, progress=progress)
+        scores = {}
+        for m in result.methods:
+            if metric not in m.overall:
+                fail(f"--metric: '{metric}' is not measured here (use e.g. NDCG@10 or HR@10)")
+            scores[m.name] = float(m.overall[metric])
+        tuned, scored = select(cfg, trials, scores)
+        table = trials_table(scored, metric)
+        header = (
+            f"# Tuned on the validation target ({metric}; split seed {search.split.seed}; "
+            f"grid runs in {result.run_dir}).\n# Reproduce: llmrec-gen tune --config {config} "
+            f"--out {out}\n"
+        )
+        atomic_write_text(target, header + yaml.safe_dump(tuned.model_dump(), sort_keys=False))
+        atomic_write_text(target.with_suffix(".tuning.md"), table)
+        typer.echo(table)
+        typer.echo(f"wrote {target} and {target.with_suffix('.tuning.md')}")
+
+
 def _parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> ``[0, 1, 2]``; anything else is a one-line error naming ``--seeds``."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
