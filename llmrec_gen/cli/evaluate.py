@@ -107,7 +107,8 @@ def tune(
             f"grid runs in {result.run_dir}).\n# Reproduce: llmrec-gen tune --config {config} "
             f"--out {out}\n"
         )
-        atomic_write_text(target, header + yaml.safe_dump(tuned.model_dump(), sort_keys=False))
+        dump = tuned.model_dump(mode="json", exclude_defaults=True)
+        atomic_write_text(target, header + yaml.safe_dump(dump, sort_keys=False))
         atomic_write_text(target.with_suffix(".tuning.md"), table)
         typer.echo(table)
         typer.echo(f"wrote {target} and {target.with_suffix('.tuning.md')}")

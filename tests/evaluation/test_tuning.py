@@ -109,6 +109,6 @@ def test_tune_command_writes_the_tuned_config(tmp_path):
     best = max(knn, key=knn.get)
     tuned = yaml.safe_load(out.read_text())
     assert f"k_neighbors={tuned['methods'][1]['params']['k_neighbors']}" == best
-    assert tuned["target"] == "test"
+    assert EvalConfig.model_validate(tuned).target == "test"
     (run_dir,) = (tmp_path / "runs").glob("grid-tuning-*")
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["target"] == "valid"
