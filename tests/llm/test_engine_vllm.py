@@ -222,8 +222,8 @@ class TestTinyModel:
         assert tiny_engine.generate(PROMPTS, GREEDY) == tiny_expected["greedy"]
 
     def test_lora_ids_are_stable_per_directory(self, tiny_engine, tiny_lora):
-        first = tiny_engine._lora_request(str(tiny_lora))
-        again = tiny_engine._lora_request(str(tiny_lora) + "/")
+        first = tiny_engine._lora_request(resolve_adapter(str(tiny_lora)))
+        again = tiny_engine._lora_request(resolve_adapter(str(tiny_lora) + "/"))
         assert first.lora_int_id == again.lora_int_id >= 1
 
     def test_constrained_equals_transformers_beam_search(self, tiny_engine, tiny_expected):
