@@ -24,8 +24,10 @@ Per-user :class:`~llmrec_gen.llm.grounding.stats.GroundingStats` travel in
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -58,6 +60,10 @@ from llmrec_gen.recommenders.base import (
 )
 
 log = logging.getLogger(__name__)
+
+_GENERATIONS: OrderedDict[tuple, Generation] = OrderedDict()
+"""Deterministic generations of this process (see ``LLMRecommender._generate``)."""
+_MEMO_SIZE = 50_000
 
 _TITLE_TOKENS = 40  # one title line: the longest ML-100k title + year is ~30 SmolLM2 tokens
 
@@ -133,6 +139,7 @@ class LLMRecommender(Recommender):
         self.users_per_call = c.batch_size
         self.demos_: list[Demonstration] = []
         self.prior: Recommender | None = None
+        self._memo_key: tuple | None = None
         self._prior_paths: dict[int, Any] = {}
         self._titles: dict[str, Any] | None = None
         self._grounder: Any = None
@@ -268,14 +275,35 @@ class LLMRecommender(Recommender):
         return shared_engine(c.engine, c.model, **c.engine_kwargs)
 
     def _generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
-        """Engine generations for ``prompts``, ``batch_size`` at a time, in input order."""
-        outs: list[Generation] = []
-        step = self.config.batch_size
-        for start in range(0, len(prompts), step):
-            outs.extend(
-                self.engine_.generate(prompts[start : start + step], params, adapter=self.adapter)
-            )
-        return outs
+        """Engine generations for ``prompts``, ``batch_size`` at a time, in input order.
+
+        Deterministic generations (``temperature == 0``) are remembered per process, keyed by
+        engine, model, adapter weights, parameters and prompt, so methods that differ only
+        after generation (full-ranking fusions, grid points of a fusion weight) generate once.
+        """
+        c = self.config
+        memo = params.temperature == 0
+        if memo and self._memo_key is None:
+            digest = self.adapter.digest() if self.adapter is not None else None
+            kwargs = json.dumps(c.engine_kwargs, sort_keys=True, default=str)
+            self._memo_key = (c.engine, c.model, kwargs, digest)
+        keys = [
+            (self._memo_key, repr(params), json.dumps(p, sort_keys=True)) if memo else None
+            for p in prompts
+        ]
+        done = {i: _GENERATIONS[k] for i, k in enumerate(keys) if k in _GENERATIONS}
+        todo = [i for i in range(len(prompts)) if i not in done]
+        step = c.batch_size
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            outs = self.engine_.generate([prompts[i] for i in chunk], params, adapter=self.adapter)
+            for i, out in zip(chunk, outs, strict=True):
+                done[i] = out
+                if keys[i] is not None:
+                    _GENERATIONS[keys[i]] = out
+                    while len(_GENERATIONS) > _MEMO_SIZE:
+                        _GENERATIONS.popitem(last=False)
+        return [done[i] for i in range(len(prompts))]
 
     def _generate_titles(
         self, prompts: list[Prompt], *, beams: bool

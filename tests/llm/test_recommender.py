@@ -243,3 +243,32 @@ def test_open_assistant_turn_is_continued_not_closed(default_model_dir):
     opened = render_prompt(tok, [*msgs, {"role": "assistant", "content": "1."}])
     assert opened.endswith("assistant\n1.")
     assert render_prompt(tok, msgs).endswith("assistant\n")
+
+
+def test_deterministic_generations_are_generated_once_per_process(block_data, tiny_model_dir):
+    from llmrec_gen.llm import recommender as module
+
+    users = list(block_data.held_out)[:3]
+    make = lambda: LLMRecommender(  # noqa: E731
+        model=str(tiny_model_dir), engine="transformers", prompt={"history_len": 4}
+    ).fit(block_data.train)
+    first = make().recommend(users, k=3)
+    engine = make().engine_
+    calls = []
+    original = engine.generate
+    engine.generate = lambda *a, **kw: calls.append(a) or original(*a, **kw)
+    try:
+        again = make().recommend(users, k=3)
+        sampled = LLMRecommender(
+            model=str(tiny_model_dir),
+            engine="transformers",
+            prompt={"history_len": 4},
+            decoding={"temperature": 0.7},
+        ).fit(block_data.train)
+        sampled.recommend(users, k=3)
+    finally:
+        del engine.generate
+    assert [a.tolist() for a in again.item_ids] == [a.tolist() for a in first.item_ids]
+    assert again.texts == first.texts
+    assert len(calls) == 1  # only the sampled run reached the engine
+    assert module._GENERATIONS
