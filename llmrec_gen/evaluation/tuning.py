@@ -3,7 +3,8 @@
 A method spec may carry ``grid: {param: [values, ...]}`` (dotted keys reach nested fields, e.g.
 ``decoding.prior_weight`` or ``fusion.weight``). :func:`tune` evaluates every combination of
 every method's grid on ``target: valid`` (fit on train only; the test item is never seen), in
-one evaluation so all candidates share the split, users and run directory, picks per method the
+one evaluation so all candidates share the split, users and run directory (methods without a
+grid have nothing to choose and are not run), picks per method the
 combination with the best validation metric (ties: the first in grid order), and returns the
 config with those values fixed and the grids removed: the *tuned config* that ``evaluate``
 then runs on the test target unchanged. Every candidate's score is in the returned table.
@@ -86,10 +87,14 @@ def trials_config(cfg: EvalConfig) -> tuple[EvalConfig, list[Trial]]:
     trials: list[Trial] = []
     specs: list[MethodSpec] = []
     for spec in cfg.methods:
+        if not spec.grid:
+            continue  # nothing to choose: not run during the search
         for values in grid_points(spec):
             label = _label(spec, values)
             trials.append(Trial(spec.label, values, label))
             specs.append(apply_values(spec, values, label))
+    if not specs:
+        raise ConfigError("tune: no method has a grid")
     data = cfg.model_dump()
     data.update(
         target="valid",
@@ -107,6 +112,9 @@ def select(
     scored = [Trial(t.method, t.values, t.label, scores.get(t.label)) for t in trials]
     methods = []
     for spec in cfg.methods:
+        if not spec.grid:
+            methods.append(spec.model_dump(exclude_none=True))
+            continue
         mine = [t for t in scored if t.method == spec.label and t.score is not None]
         if not mine:
             raise ConfigError(f"tune: no validation score for method '{spec.label}'")

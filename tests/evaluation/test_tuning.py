@@ -50,6 +50,11 @@ def test_a_fusion_key_without_fusion_names_the_key():
         apply_values(MethodSpec(type="als"), {"fusion.weight": 0.5})
 
 
+def test_a_config_without_grids_is_an_error():
+    with pytest.raises(ConfigError, match="no method has a grid"):
+        trials_config(EvalConfig.model_validate({"methods": [{"type": "popularity"}]}))
+
+
 def test_empty_grid_values_are_rejected():
     with pytest.raises(Exception, match="at least one value"):
         MethodSpec(type="als", grid={"factors": []})
@@ -61,7 +66,6 @@ def test_trials_run_on_the_validation_target_with_one_seed():
     search, trials = trials_config(cfg)
     assert search.target == "valid" and search.split.run_seeds() == [3]
     assert [t.label for t in trials] == [
-        "popularity",
         "itemknn [k_neighbors=10]",
         "itemknn [k_neighbors=20]",
     ]
@@ -71,13 +75,13 @@ def test_select_keeps_the_best_point_and_the_first_of_ties():
     cfg = _cfg(type="itemknn", grid={"k_neighbors": [10, 20, 30]})
     _, trials = trials_config(cfg)
     scores = {
-        "popularity": 0.1,
         "itemknn [k_neighbors=10]": 0.2,
         "itemknn [k_neighbors=20]": 0.3,
         "itemknn [k_neighbors=30]": 0.3,
     }
     tuned, _ = select(cfg, trials, scores)
     assert tuned.methods[1].params == {"k_neighbors": 20}
+    assert tuned.methods[0] == cfg.methods[0]  # no grid: passed through unchanged
     assert tuned.target == cfg.target and tuned.methods[1].grid == {}
 
 
