@@ -440,6 +440,23 @@ class PromptBuilder:
         }
         return self._loaded.render(**ctx, **(extra or {}))
 
+    def content_free(self, train: TrainData, k: int = 10) -> Messages:
+        """The prompt with no user content (empty history, no demonstrations): the same
+        instructions and domain wording, for calibrating title scores against what the model
+        writes for anyone (domain-conditional PMI, Holtzman et al. 2021)."""
+        assert self._loaded is not None
+        domain = self.domain(train)
+        ctx = {
+            "history": [],
+            "k": k,
+            "demos": [],
+            "candidates": [],
+            "target": ItemText(""),
+            "domain": domain,
+            "count": domain.count,
+        }
+        return self._loaded.render(**ctx)
+
 
 def draw_demonstrations(
     train: TrainData,

@@ -83,6 +83,8 @@ class DecodingConfig(StrictModel):
     # (length-normalised) or "sum" (D3: no length normalisation, no bonus for long titles)
     prior_weight: float = Field(0.0, ge=0)  # constrained: weight of the CF prior (D3 logit
     # bias, set with `prior:` in a method spec); choose on the validation target, 0.1-2
+    calibration: float = Field(0.0, ge=0)  # constrained: λ of domain-conditional PMI, score -
+    # λ · log p(title | content-free prompt); 1 = PMI, 0 = off; use with score "sum"
 
 
 class LLMConfig(StrictModel):
@@ -342,6 +344,23 @@ class LLMRecommender(Recommender):
         self.prior = prior
         return self
 
+    def _content_free_bias(self, k: int) -> Any:
+        """``-λ`` times the content-free log-probability of every catalogue trie edge."""
+        lam = self.config.decoding.calibration
+        if lam == 0:
+            return None
+        engine = self.engine_
+        if not hasattr(engine, "content_free_bias"):
+            raise ConfigError(
+                f"decoding.calibration: engine '{engine.name}' cannot calibrate constrained "
+                "decoding (use the transformers engine)"
+            )
+        train = self._check_fitted()
+        opened = _open_answer([self.builder.content_free(train, k)])[0]
+        titles = [" " + t for t in self.title_index()]
+        base, values = engine.content_free_bias(opened, titles, k, adapter=self.adapter)
+        return base, -lam * values
+
     def _prior_bias(
         self, users: list[Any], opened: list[Prompt], titles: list[list[str]], k: int
     ) -> list[Any] | None:
@@ -388,10 +407,20 @@ class LLMRecommender(Recommender):
         grounded, stats, texts = [], [], []
         step = self.config.batch_size
         d = self.config.decoding
+        calibration = self._content_free_bias(k)
         for start in range(0, len(prompts), step):
             chunk = slice(start, start + step)
             extra: dict[str, Any] = {}
             bias = self._prior_bias(users[chunk], opened[chunk], titles[chunk], k)
+            if calibration is not None:
+                base, cal = calibration
+                _, tries = self.engine_.title_tries(opened[chunk], titles[chunk], k)
+                if any(t.base is not base for t in tries):
+                    raise ConfigError(
+                        "decoding.calibration: the prompts do not end like the content-free "
+                        "prompt (the template must end with the answer)"
+                    )
+                bias = [cal] * len(tries) if bias is None else [b + cal for b in bias]
             if bias is not None:
                 extra["bias"] = bias
             if d.score != "mean":

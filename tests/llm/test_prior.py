@@ -93,3 +93,36 @@ def test_prior_needs_constrained_decoding(tiny_model_dir):
 def test_prior_on_a_method_without_decoding_fails_naming_the_field():
     with pytest.raises(ConfigError, match="prior"):
         build_method({"type": "als", "prior": "popularity"})
+
+
+def test_content_free_logprobs_equal_a_plain_forward_pass(block_data, tiny_model_dir):
+    import torch
+
+    from llmrec_gen.llm.engines.calibration import content_free_logprobs, title_token_paths
+
+    rec = _constrained(tiny_model_dir).fit(block_data.train)
+    engine = rec.engine_
+    prompt = [
+        *rec.builder.content_free(block_data.train, 5),
+        {"role": "assistant", "content": "1."},
+    ]
+    titles = [" " + t for t in rec.title_index()]
+    encoded, tries = engine.title_tries([prompt], [titles], 5)
+    values = content_free_logprobs(engine._base, encoded[0], tries[0].base, batch_size=3)
+    for toks, nodes in title_token_paths(tries[0].base)[:4]:
+        ids = torch.tensor([encoded[0] + toks])
+        with torch.no_grad():
+            lp = torch.log_softmax(engine._base(input_ids=ids).logits[0].float(), -1)
+        n = len(encoded[0])
+        expected = [float(lp[n - 1 + j, t]) for j, t in enumerate(toks)]
+        np.testing.assert_allclose(values[nodes], expected, atol=1e-4)
+
+
+def test_calibration_changes_the_constrained_ranking(block_data, tiny_model_dir):
+    users = list(block_data.held_out)[:3]
+    plain = _constrained(tiny_model_dir, score="sum").fit(block_data.train)
+    calibrated = _constrained(tiny_model_dir, score="sum", calibration=1.0).fit(block_data.train)
+    a = plain.recommend(users, k=5).item_ids
+    b = calibrated.recommend(users, k=5).item_ids
+    assert any(x.tolist() != y.tolist() for x, y in zip(a, b, strict=True))
+    assert all(len(set(x.tolist())) == len(x) for x in b)

@@ -48,6 +48,7 @@ from llmrec_gen.llm.engines.trie_beam import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class TransformersEngine(LocalEngine):
         # Our settings only: generate() fills every unset field from the model's config.
         self._base.generation_config = self._generation_config()
         self._model: Any = self._base  # becomes a PeftModel once an adapter is loaded
+        self._content_free: dict[tuple, tuple[Any, np.ndarray]] = {}
         self._adapters: dict[str, str] = {}  # resolved adapter dir -> PEFT adapter name
         self._owner: str | None = None  # the active adapter's directory (what the KV depends on)
         self._stop_ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # stop strings -> token ids
@@ -367,6 +369,32 @@ class TransformersEngine(LocalEngine):
         return self._stop_ids[key]
 
     # ------------------------------------------------------------------ constrained decoding
+    def content_free_bias(
+        self,
+        prompt: Prompt,
+        allowed: Sequence[str],
+        k: int,
+        adapter: AdapterRef | None = None,
+    ) -> tuple[TitleTrie, np.ndarray]:
+        """The catalogue trie and the per-node log-probabilities of its edges after a
+        content-free ``prompt`` (see :mod:`~llmrec_gen.llm.engines.calibration`); cached per
+        trie, prompt and adapter.
+
+        The trie is the one :meth:`generate_constrained` uses for prompts that end like
+        ``prompt`` (same tokenization anchor) with these ``allowed`` titles.
+        """
+        from llmrec_gen.llm.engines.calibration import content_free_logprobs
+
+        encoded, tries = self.title_tries([prompt], [allowed], k)
+        base = tries[0].base
+        key = (id(base), tuple(encoded[0]), adapter)
+        hit = self._content_free.get(key)
+        if hit is None or hit[0] is not base:
+            with self._use_adapter(adapter):
+                values = content_free_logprobs(self._model, encoded[0], base, device=self.device)
+            hit = self._content_free[key] = (base, values)
+        return hit
+
     def generate_constrained(
         self,
         prompts: Sequence[Prompt],
