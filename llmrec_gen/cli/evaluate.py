@@ -65,7 +65,9 @@ def tune(
         list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted).")
     ] = None,
     output_dir: Annotated[str | None, typer.Option(help="Overrides output_dir.")] = None,
-    user_sample: Annotated[int | None, typer.Option(help="Overrides user_sample.")] = None,
+    user_sample: Annotated[
+        int | None, typer.Option(help="Users of the search only (the tuned config keeps its own).")
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Search every method's `grid` on the validation target; write the tuned config.
@@ -87,13 +89,14 @@ def tune(
         target = Path(out)
         check_writable(target.parent if str(target.parent) else Path("."), "--out", create=True)
         overrides = parse_overrides(set_ or [])
-        for key, value in (("output_dir", output_dir), ("user_sample", user_sample)):
-            if value is not None:
-                overrides[key] = value
+        if output_dir is not None:
+            overrides["output_dir"] = output_dir
         cfg = load_yaml_model(EvalConfig, config, overrides, what="eval config")
         if cfg.task != "ranking":
             fail("tune: only ranking configs are tuned (a metric to maximise)")
         search, trials = trials_config(cfg)
+        if user_sample is not None:  # the search only: the tuned config keeps its own sample
+            search = search.model_copy(update={"user_sample": user_sample})
         result = run_evaluation(search, progress=progress)
         scores = {}
         for m in result.methods:

@@ -92,7 +92,7 @@ def test_tune_command_writes_the_tuned_config(tmp_path):
             {
                 "name": "grid",
                 "dataset": "ml-100k",
-                "user_sample": 100,
+                "user_sample": 200,
                 "plot": False,
                 "output_dir": str(tmp_path / "runs"),
                 "methods": [
@@ -104,7 +104,7 @@ def test_tune_command_writes_the_tuned_config(tmp_path):
     )
     out = tmp_path / "tuned.yaml"
     result = CliRunner().invoke(
-        app, ["tune", "-c", str(config), "--out", str(out), "--no-progress"]
+        app, ["tune", "-c", str(config), "--out", str(out), "--user-sample", "100", "--no-progress"]
     )
     assert result.exit_code == 0, result.output
     table = (tmp_path / "tuned.tuning.md").read_text()
@@ -114,5 +114,7 @@ def test_tune_command_writes_the_tuned_config(tmp_path):
     tuned = yaml.safe_load(out.read_text())
     assert f"k_neighbors={tuned['methods'][1]['params']['k_neighbors']}" == best
     assert EvalConfig.model_validate(tuned).target == "test"
+    assert tuned["user_sample"] == 200  # --user-sample narrows the search only
     (run_dir,) = (tmp_path / "runs").glob("grid-tuning-*")
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["target"] == "valid"
+    searched = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert searched["target"] == "valid" and searched["user_sample"] == 100
