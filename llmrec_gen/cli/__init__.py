@@ -16,6 +16,7 @@ from llmrec_gen.cli.common import OneLineUsageErrors, setup_logging
 from llmrec_gen.cli.data import data_app
 from llmrec_gen.cli.evaluate import evaluate, tune
 from llmrec_gen.cli.finetune import finetune_app
+from llmrec_gen.cli.probe import probe_app
 from llmrec_gen.cli.prompt import prompt_app
 from llmrec_gen.cli.recommend import recommend
 
@@ -41,6 +42,7 @@ app.command()(evaluate)
 app.command()(tune)
 app.add_typer(data_app, name="data")
 app.add_typer(prompt_app, name="prompt")
+app.add_typer(probe_app, name="probe")
 app.add_typer(finetune_app, name="finetune")
 
 __all__ = ["app"]
