@@ -81,8 +81,7 @@ class PromptTemplate:
         """The context variables the template reads."""
         from jinja2 import meta
 
-        env = jinja2.Environment()
-        return frozenset(meta.find_undeclared_variables(env.parse(self.source)))
+        return frozenset(meta.find_undeclared_variables(_environment().parse(self.source)))
 
     def render(self, **context: Any) -> Messages:
         """Render to ``[{"role": ..., "content": ...}, ...]``.
@@ -102,12 +101,17 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-@lru_cache(maxsize=64)
-def _compile(template_id: str, source: str) -> jinja2.Template:
+def _environment() -> jinja2.Environment:
+    """The one Jinja environment of the templates (strict undefined, the ``cap`` filter)."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     env.filters["cap"] = _cap
+    return env
+
+
+@lru_cache(maxsize=64)
+def _compile(template_id: str, source: str) -> jinja2.Template:
     try:
-        return env.from_string(source)
+        return _environment().from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template '{template_id}' line {exc.lineno}: {exc.message}") from None
 
