@@ -293,3 +293,27 @@ def test_no_progress_silences_transformers_loading_bars(places, tmp_path):
     assert "| llm |" in result.output
     for bar in ("Loading weights", "it/s]", "%|"):
         assert bar not in result.output, result.output
+
+
+def test_recommend_table_escapes_terminal_sequences_in_titles(tmp_path):
+    titles = {
+        1: "\x1b[2J\x1b[31mWiped\x1b[0m",  # clear screen + colour
+        2: "Csi\x9b31mRed",  # the one-byte C1 CSI
+        3: "Bell\x07\rOver",  # bell, carriage return
+        4: "[bold red]Markup[/]",  # rich markup is text too
+        5: "Plain",
+    }
+    (tmp_path / "items.csv").write_text(
+        "item_id,title\n" + "".join(f'{i},"{t}"\n' for i, t in titles.items())
+    )
+    rows = [(u, i) for u in range(1, 7) for i in range(1, 5)] + [(7, 5)]
+    (tmp_path / "interactions.csv").write_text(
+        "user_id,item_id,timestamp\n" + "".join(f"{u},{i},{u * 10 + i}\n" for u, i in rows)
+    )
+    args = ["recommend", "--user", "7", "--method", "popularity", "-k", "4", "--show-history"]
+    result = runner.invoke(app, [*args, "--dataset", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for raw in ("\x1b", "\x9b", "\x07", "\r"):
+        assert raw not in result.output, repr(result.output)
+    for shown in ("\ufffd[2J\ufffd[31mWiped", "Csi\ufffd31mRed", "[bold red]Markup[/]", "Plain"):
+        assert shown in result.output, result.output
