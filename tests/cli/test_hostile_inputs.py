@@ -142,6 +142,19 @@ CASES: list[tuple[str, list[str], str, int]] = [
         "no users to evaluate on test",
         1,
     ),
+    (
+        "eval-no-cutoffs",
+        [*EVAL, "--output-dir", "{runs}", "--set", "ks=[]"],
+        "ks: give at least",
+        1,
+    ),
+    ("eval-k-zero", [*EVAL, "--output-dir", "{runs}", "--set", "ks=[0]"], "ks: cutoffs must be", 1),
+    (
+        "eval-k-beyond-the-catalogue",
+        [*EVAL, "--output-dir", "{runs}", "--set", "ks=[99999]"],
+        "ks: 99999 exceeds the catalogue (1664 items)",
+        1,
+    ),
     # fine-tuning
     (
         "build-data-out-under-a-file",
