@@ -86,6 +86,24 @@ def resolve_encoder_dir(name: str = DEFAULT_ENCODER) -> Path:
 
 
 @contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights") while loading a model.
+
+    llmrec-gen reports loading itself; the bars would bypass ``--no-progress`` and clutter logs.
+    Used for every model load (encoders here, language models in :mod:`llmrec_gen.llm`).
+    """
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextmanager
 def _hub_offline() -> Iterator[None]:
     """Force Hugging Face Hub offline mode while loading, then restore the caller's setting.
 
@@ -141,7 +159,7 @@ def load_encoder(name: str = DEFAULT_ENCODER, *, device: str | None = None) -> A
                 "sentence-transformers is not installed; run: pip install 'llmrec-gen[embeddings]'"
             ) from exc
         logger.info("loading sentence encoder from %s", model_dir)
-        with _hub_offline():
+        with _hub_offline(), quiet_transformers():
             model = SentenceTransformer(str(model_dir), device=device)
         _CACHE[key] = model
         return model

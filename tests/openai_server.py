@@ -50,6 +50,7 @@ class OpenAITestServer:
 
     Attributes:
         requests: ``(path, model)`` of every POST received, in order.
+        bodies: the JSON body of every POST received, in order.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class OpenAITestServer:
         self.models = dict(models)
         self.choice_field = choice_field
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -280,6 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(body, dict):
                 raise _BadRequest(400, "the body must be a JSON object")
             self.owner.requests.append((self.path, str(body.get("model"))))
+            self.owner.bodies.append(body)
             self._send(200, route(body))
         except json.JSONDecodeError:
             self._error(400, "the body is not JSON")

@@ -60,6 +60,8 @@ def prompt_show(
         train.check_user(user)
         llm.fit(train)
         builder = llm.builder
+        if target is not None and not builder.uses("target"):
+            fail(f"--target: template '{builder.template_id}' takes no target item")
         if builder.uses("target"):
             if target is None:
                 fail(f"--target: template '{builder.template_id}' needs an item ID")

@@ -60,9 +60,23 @@ def recommend(
         if engine not in ENGINES:
             fail(f"--engine: unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         if method != "llm":
-            _reject_llm_options(explain=explain, title_beams=title_beams, adapter=adapter)
+            _reject_llm_options(
+                {
+                    "--model": model != "default",
+                    "--adapter": adapter is not None,
+                    "--no-adapter": no_adapter,
+                    "--engine": engine != "auto",
+                    "--template": template != DEFAULT_TEMPLATE,
+                    "--free": not constrained,
+                    "--title-beams": bool(title_beams),
+                    "--explain": explain,
+                    "--history-len": history_len != 20,
+                }
+            )
         elif title_beams and constrained:
             fail("--title-beams: needs --free (constrained decoding writes whole titles)")
+        if adapter is not None and no_adapter:
+            fail("--adapter: conflicts with --no-adapter; give one of them")
         if title_beams < 0 or history_len < 1:
             fail("--title-beams must be >= 0 and --history-len >= 1")
         ds = load_dataset(dataset)
@@ -144,13 +158,10 @@ def recommend(
         _print_recommendations(user, out, history if show_history else None)
 
 
-def _reject_llm_options(*, explain: bool, title_beams: int, adapter: str | None) -> None:
-    for flag, given in (
-        ("--explain", explain),
-        ("--title-beams", title_beams),
-        ("--adapter", adapter),
-    ):
-        if given:
+def _reject_llm_options(given: dict[str, bool]) -> None:
+    """Fail on the first LLM-only option given with a method that is not the LLM."""
+    for flag, is_given in given.items():
+        if is_given:
             fail(f"{flag}: only applies to --method llm")
 
 

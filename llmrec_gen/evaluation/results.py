@@ -86,22 +86,32 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def load_checkpoint(path: Path, key: str) -> dict[str, dict[str, Any]]:
-    """Completed users of a partial checkpoint; a torn last line from a kill is ignored."""
+    """Completed users of a partial checkpoint.
+
+    A torn tail from a kill (text after the last newline, or a line that does not parse) is
+    dropped by rewriting the file atomically with the complete lines before anything is appended,
+    so the rows of this resume start on a fresh line and a second resume still reads them.
+    """
     if not path.exists():
         return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
+    *lines, tail = path.read_text(encoding="utf-8").split("\n")  # tail: "" unless torn
     try:
         if not lines or json.loads(lines[0]).get("key") != key:
             return {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, AttributeError):
         return {}
     done = {}
+    whole = 1  # lines read whole: the header, then one per finished user
     for line in lines[1:]:
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+            done[user_key(row["user"])] = row
+        except (json.JSONDecodeError, TypeError, KeyError):
             break
-        done[user_key(row["user"])] = row
+        whole += 1
+    if tail or whole < len(lines):
+        log.warning("%s: dropping a torn tail (%d line(s))", path, len(lines) - whole + bool(tail))
+        atomic_write_text(path, "".join(line + "\n" for line in lines[:whole]))
     if done:
         log.info("resuming: %d users already done in %s", len(done), path)
     return done

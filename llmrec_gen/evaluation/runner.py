@@ -183,6 +183,8 @@ def check_config(cfg: EvalConfig) -> list[Method]:
             ``stats.reference``, an ``output_dir`` that cannot be written, or a method that
             cannot do the config's task (the message names ``methods[i]``).
     """
+    if not cfg.ks:
+        raise ConfigError("ks: give at least one cutoff, e.g. [5, 10, 20]")
     for k in cfg.ks:
         if k < 1:
             raise ConfigError(f"ks: cutoffs must be >= 1, got {k}")
@@ -277,10 +279,13 @@ def _seed_context(dataset: Dataset, cfg: EvalConfig, seed: int, run_dir: Path) -
             f" of '{dataset.name}' leaves no user with a positive {cfg.target} item and a"
             " fit history"
         )
+    fit = split.fit_data(cfg.target)
+    if cfg.task == "ranking" and not cfg.sampled_negatives and max(cfg.ks) > fit.n_items:
+        raise ConfigError(f"ks: {max(cfg.ks)} exceeds the catalogue ({fit.n_items} items)")
     return SeedContext(
         seed=seed,
         split=split,
-        fit=split.fit_data(cfg.target),
+        fit=fit,
         cohorts=split.cohorts_for(cfg.target),
         targets=split.targets(cfg.target),
         users=users,

@@ -25,11 +25,11 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrec_gen.embeddings import quiet_transformers
 from llmrec_gen.errors import ConfigError, ModelNotFoundError
 from llmrec_gen.io import atomic_directory
 
@@ -400,23 +400,6 @@ def pick_dtype(device: str = "cpu", dtype: str = "auto") -> torch.dtype:
     if cuda:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars ("Loading weights") while loading a model.
-
-    llmrec-gen reports loading itself; the bars would bypass ``--no-progress`` and clutter logs.
-    """
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def load_default_tokenizer() -> Any:

@@ -20,6 +20,7 @@ Item text is data (defence in depth against prompt injection):
   and truncates it; the local engines also strip their own tokenizer's special tokens from
   message text (:func:`strip_special_tokens`).
 * the v2 templates show titles as quoted strings and say that they are data, never instructions;
+  item text that looks like an instruction is withheld from them (:attr:`ItemText.quoted`);
 * few-shot demonstrations are never drawn from users who interacted with an item whose text
   looks like an instruction (:func:`looks_like_instruction`).
 """
@@ -101,13 +102,14 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-@lru_cache(maxsize=64)
 def _environment() -> jinja2.Environment:
+    """The one Jinja environment of the templates (strict undefined, the ``cap`` filter)."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     env.filters["cap"] = _cap
     return env
 
 
+@lru_cache(maxsize=64)
 def _compile(template_id: str, source: str) -> jinja2.Template:
     try:
         return _environment().from_string(source)
@@ -235,6 +237,10 @@ MAX_TITLE_CHARS = 100
 """Longer item text fails :func:`looks_like_instruction` (the longest MovieLens title has 75)."""
 
 
+WITHHELD_TITLE = "[title withheld: it reads like an instruction]"
+"""What the v2 templates show instead of an item title that :func:`looks_like_instruction`."""
+
+
 def looks_like_instruction(text: str) -> bool:
     """Whether item text looks like an instruction rather than a title.
 
@@ -282,10 +288,17 @@ class ItemText(str):
 
     @property
     def quoted(self) -> str:
-        """The v2 form: quoted title, then genres and rating in brackets."""
-        extra = [f"genres: {self.genres}"] if self.genres else []
+        """The v2 form: quoted title, then genres and rating in brackets.
+
+        Text that :func:`looks_like_instruction` is withheld (:data:`WITHHELD_TITLE` for the
+        title, genres left out): quoting alone does not stop a small model from obeying or
+        copying it (``benchmarks/bench_injection.py``).
+        """
+        genres = "" if looks_like_instruction(self.genres) else self.genres
+        extra = [f"genres: {genres}"] if genres else []
         extra += [f"rated {self.rating:g}/5"] if self.rating is not None else []
-        out = json.dumps(self.title, ensure_ascii=False)
+        title = WITHHELD_TITLE if looks_like_instruction(self.title) else self.title
+        out = json.dumps(title, ensure_ascii=False)
         return out + (f" ({'; '.join(extra)})" if extra else "")
 
 

@@ -58,6 +58,7 @@ def client(server):
     from llmrec_gen.llm.engines.openai import OpenAIEngine
 
     server.requests.clear()
+    server.bodies.clear()
     eng = OpenAIEngine("tiny", base_url=server.url, timeout=60)
     yield eng
     eng.close()
@@ -229,3 +230,53 @@ def test_closed_engine_says_so(server):
     eng.close()
     with pytest.raises(EngineUnavailableError, match="closed"):
         eng.generate(["hello"], GREEDY)
+
+
+def test_constrained_titles_keep_their_leading_space(client, server):
+    # the LLM recommender sends titles as they follow "1." in its answer: with a leading space
+    spaced = [f" {t}" for t in TITLES]
+    outs = client.generate_constrained([TEXT_PROMPTS[0], CHATS[0]], [spaced, spaced], k=3)
+    for out in outs:
+        assert len(out.titles) == 3 and set(out.titles) <= set(spaced)
+    bodies = [b for b in server.bodies if "structured_outputs" in b]
+    assert bodies and all(set(b["structured_outputs"]["choice"]) <= set(spaced) for b in bodies)
+
+
+def test_llm_recommender_constrained_through_the_server(block_data, server, tiny_model_dir):  # noqa: F811
+    from llmrec_gen.llm.recommender import LLMRecommender
+
+    train = block_data.train
+    users = list(block_data.held_out)[:2]
+
+    def llm(engine: str, model: str, **kw: object) -> LLMRecommender:
+        return LLMRecommender(
+            model=model,
+            engine=engine,
+            prompt={"history_len": 4},
+            decoding={"mode": "constrained"},
+            grounding={"use_embeddings": False},
+            **kw,
+        )
+
+    server.requests.clear()
+    remote = llm("openai", "tiny", engine_kwargs={"base_url": server.url}).fit(train)
+    recs = remote.recommend(users, k=3)
+    local = llm("transformers", str(tiny_model_dir)).fit(train).recommend(users, k=1)
+    for u, items, details, best in zip(
+        users, recs.item_ids, recs.details, local.item_ids, strict=True
+    ):
+        assert len(set(items.tolist())) == 3 and not set(items.tolist()) & train.seen_items(u)
+        assert {d.source for d in details} == {"constrained"}
+        assert best[0] in items  # the local engine's best title is among the server's picks
+    assert {m for _, m in server.requests} == {"tiny"}
+
+
+def test_a_local_adapter_is_sent_by_its_name_never_its_path(client, server, tiny_adapter_dir):  # noqa: F811
+    ref = resolve_adapter(str(tiny_adapter_dir), remote=True)
+    assert ref.name == tiny_adapter_dir.name and "/" not in ref.name
+    server.requests.clear()
+    with pytest.raises(EngineUnavailableError, match=f"`{ref.name}` does not exist"):
+        client.generate(TEXT_PROMPTS[:1], GREEDY, adapter=ref)
+    assert [m for _, m in server.requests] == [ref.name]
+    bundled = resolve_adapter("bundled:ml-100k", remote=True)
+    assert bundled is not None and bundled.name == "ml-100k"

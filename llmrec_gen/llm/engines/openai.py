@@ -373,6 +373,8 @@ class OpenAIEngine(Engine):
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": 0.0}
         if chat:
             body.update(messages=prompt, logprobs=True)
+            if prompt and prompt[-1]["role"] == "assistant":  # continue the opened answer
+                body.update(continue_final_message=True, add_generation_prompt=False)
         else:
             body.update(prompt=prompt, logprobs=1)
         path = "/chat/completions" if chat else "/completions"
@@ -389,13 +391,13 @@ class OpenAIEngine(Engine):
             self._choice_field = name
             choice = _sorted_choices(data, 1, self.base_url)[0]
             text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-            text = str(text or "").strip()
-            if text not in choices:
+            title = _as_choice(str(text or ""), choices)
+            if title is None:
                 raise EngineUnavailableError(
                     f"server at {self.base_url} ignored the '{name}' choice constraint "
-                    f"(answered {text[:60]!r}): constrained decoding needs a vLLM server"
+                    f"(answered {str(text)[:60]!r}): constrained decoding needs a vLLM server"
                 )
-            return text, _sum_logprobs(choice, chat)
+            return title, _sum_logprobs(choice, chat)
         raise EngineUnavailableError(
             f"server at {self.base_url} supports neither 'structured_outputs' nor 'guided_choice' "
             f"(vLLM extensions; last answer: {rejected}): constrained decoding needs a vLLM server"
@@ -443,6 +445,18 @@ def _sorted_choices(data: dict[str, Any], expected: int, url: str) -> list[dict[
         got = len(choices) if isinstance(choices, list) else 0
         raise EngineUnavailableError(f"server at {url} returned {got} choices, expected {expected}")
     return sorted(choices, key=lambda c: int(c.get("index", 0)))
+
+
+def _as_choice(text: str, choices: list[str]) -> str | None:
+    """The allowed title the server answered, spelled as it was sent, or None.
+
+    Titles are sent as the caller spells them (the LLM recommender's start with a space, as they
+    follow "1."); a server may return the choice as sent or with surrounding whitespace stripped.
+    """
+    if text in choices:
+        return text
+    stripped = {c.strip(): c for c in choices}
+    return stripped.get(text.strip())
 
 
 def _sum_logprobs(choice: dict[str, Any], chat: bool) -> float:

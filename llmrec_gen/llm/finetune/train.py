@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,20 +49,45 @@ TRAIN_COLUMNS = ("prompt", "completion")
 def checkpoint_is_complete(path: Path) -> bool:
     """Whether a ``checkpoint-N`` directory can be resumed from.
 
-    It needs a readable ``trainer_state.json`` (a JSON object), the adapter's weights and config,
-    and the optimizer state; a directory a kill left half-written fails this check.
+    It needs a readable ``trainer_state.json`` (a JSON object), the adapter's config, weights
+    whose safetensors header fits the file, and the optimizer state as a whole torch archive; a
+    directory a kill left half-written (or a torn copy of one) fails this check.
     """
     try:
         state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    weights = any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin"))
+    weights = path / "adapter_model.safetensors"
+    # torch.save files (optimizer, scheduler, RNG state, .bin weights) are zip archives
+    archives = [p for p in path.iterdir() if p.suffix in (".pt", ".pth", ".bin")]
     return (
         isinstance(state, dict)
-        and weights
         and (path / "adapter_config.json").is_file()
+        and (_safetensors_whole(weights) or (path / "adapter_model.bin").is_file())
         and any(path.glob("optimizer.*"))
+        and all(_torch_archive_whole(p) for p in archives)
     )
+
+
+def _safetensors_whole(path: Path) -> bool:
+    """Whether a safetensors file has a JSON header whose tensors end exactly at the file end."""
+    try:
+        with path.open("rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return path.stat().st_size == 8 + size + max(ends, default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return False
+
+
+def _torch_archive_whole(path: Path) -> bool:
+    """Whether a ``torch.save`` file is a complete zip archive (its directory is at the end)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -149,7 +175,8 @@ def train_sft(
         config: the run (see :class:`FinetuneConfig`).
         resume: continue from the latest ``checkpoint-N`` in ``output_dir`` (optimizer, scheduler,
             RNG and data position are restored, so the result matches an uninterrupted run with
-            the same seed). Without a checkpoint the run starts from scratch.
+            the same seed). Without a checkpoint the run starts from scratch; when every
+            checkpoint is incomplete or corrupt it stops instead (delete them to start again).
         callbacks: extra ``transformers.TrainerCallback`` objects (progress hooks, tests).
 
     Returns:
@@ -157,7 +184,7 @@ def train_sft(
 
     Raises:
         ConfigError: ``output_dir`` already holds a run and ``resume`` is False, or is not
-            writable; no training examples.
+            writable; ``resume`` but only corrupt checkpoints; no training examples.
         ModelNotFoundError: the base model is not available.
     """
     out = check_writable(config.output_dir, "finetune config: output_dir", create=True)
@@ -169,6 +196,12 @@ def train_sft(
             "a new output_dir"
         )
     if resume and checkpoint is None:
+        torn = sorted(p.name for p in out.glob("checkpoint-*") if p.is_dir())
+        if torn:
+            raise ConfigError(
+                f"--resume: every checkpoint in '{out}' is incomplete or corrupt "
+                f"({', '.join(torn)}); delete them to start from scratch"
+            )
         log.warning("No checkpoint in %s: starting from scratch", out)
 
     import torch
