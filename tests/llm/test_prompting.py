@@ -44,6 +44,7 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 KINDS = ["attributes", "explain", "fewshot", "rating", "rerank", "zeroshot"]
 TEMPLATES = sorted(f"{kind}-v{v}" for kind in KINDS for v in (1, 2))
 V2_TEMPLATES = [t for t in TEMPLATES if t.endswith("-v2")]
+PACKAGED = sorted([*TEMPLATES, "rank-v1"])  # + the LLM ranker's label template
 V1 = "zeroshot-v1"
 MOVIES = [
     (1, "Toy Story", 1995, "Animation|Children's|Comedy"),
@@ -150,8 +151,8 @@ def render_golden(template_id: str, train: TrainData, n_answer: int = 2) -> Mess
 # Golden files
 
 
-def test_list_templates_has_the_six_packaged_templates() -> None:
-    assert list_templates() == TEMPLATES
+def test_list_templates_has_every_packaged_template() -> None:
+    assert list_templates() == PACKAGED
 
 
 @pytest.mark.parametrize("template_id", TEMPLATES)
@@ -706,7 +707,7 @@ def test_undefined_variable_is_a_template_error(tmp_path: Path, train: TrainData
 def test_unknown_template_id_lists_the_available_ones() -> None:
     with pytest.raises(TemplateError) as info:
         load_template("zeroshot-v9")
-    assert str(info.value) == ("unknown template 'zeroshot-v9'; available: " + ", ".join(TEMPLATES))
+    assert str(info.value) == ("unknown template 'zeroshot-v9'; available: " + ", ".join(PACKAGED))
 
 
 def test_template_without_a_final_user_message_is_rejected(
