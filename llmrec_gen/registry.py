@@ -43,6 +43,8 @@ METHODS: dict[str, str | type[Method]] = {
     "svd": "llmrec_gen.recommenders.rating:BiasedSVD",
     "llm": "llmrec_gen.llm.recommender:LLMRecommender",
     "llm-ranker": "llmrec_gen.llm.ranker:LLMRanker",
+    "llm-mf": "llmrec_gen.llm.features:LLMMF",
+    "llm-knn": "llmrec_gen.llm.features:LLMKNN",
 }
 """Method name -> ``"module:Class"`` (imported on first use) or the class itself."""
 
