@@ -17,6 +17,7 @@ contributes.
   row, so the loss is computed per user (``-sum_i x_ui log softmax(s_u)_i``, the multinomial
   likelihood of Mult-VAE): ``n_users x n_items`` logits per epoch, not ``n_pairs x n_items``.
   ``bpr`` = ``-log sigmoid(s(u, i) - s(u, j))`` with one uniform negative per pair.
+  Items with no training interactions (cold items) are left out of both losses' negatives.
 
 Training is seeded and deterministic on CPU for a fixed thread count; only numpy factors are kept
 after ``fit``.
@@ -170,6 +171,10 @@ class TwoTowerMF(ScoringRecommender):
         params = [p for m in modules for p in m.parameters()]
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         seen = train.matrix
+        # items without training interactions are never negatives: they would only be pushed
+        # down, which is exactly wrong for a cold item a feature tower should rank by its text
+        active = np.flatnonzero(train.item_popularity > 0)
+        inactive = torch.as_tensor(train.item_popularity == 0, device=dev)
         n_rows = n_users if c.loss == "softmax" else len(pairs_u)
         n_batches = max(1, math.ceil(n_rows / c.batch_size))
         records = []
@@ -187,12 +192,14 @@ class TwoTowerMF(ScoringRecommender):
                     x = torch.as_tensor(seen[idx].toarray(), device=dev)
                     uu = F.normalize(users_f[torch.as_tensor(idx, device=dev)], dim=-1)
                     logits = uu @ F.normalize(items_f, dim=-1).T / c.temperature
+                    logits = logits.masked_fill(inactive, -torch.inf)
                     n = float(x.sum())
-                    loss = -(F.log_softmax(logits, dim=-1) * x).sum() / max(n, 1.0)
+                    log_p = F.log_softmax(logits, dim=-1).masked_fill(inactive, 0.0)  # no -inf*0
+                    loss = -(log_p * x).sum() / max(n, 1.0)
                 else:
                     idx_t = torch.as_tensor(idx)
                     u, i = pairs_u[idx_t].to(dev), pairs_i[idx_t].to(dev)
-                    j = torch.as_tensor(rng.integers(0, n_items, len(idx)), device=dev)
+                    j = torch.as_tensor(active[rng.integers(0, len(active), len(idx))], device=dev)
                     diff = (users_f[u] * (items_f[i] - items_f[j])).sum(-1)
                     loss = -F.logsigmoid(diff).mean()
                     n = float(len(idx))

@@ -169,3 +169,14 @@ def test_id_mf_ranks_the_held_out_item_first(block_data: Any, params: dict):
     top = rec.recommend(users, k=1).item_ids
     assert all(t[0] == block_data.held_out[u] for u, t in zip(users, top, strict=True))
     assert rec.history_[-1]["loss"] < rec.history_[0]["loss"]
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_id_mf_never_trains_cold_items_as_negatives(block_data: Any, loss: str):
+    """Items without interactions get no gradient: their vectors stay at initialisation."""
+    train = block_data.train
+    cold = [train.item_index[i] for i in block_data.block_items[-1]]
+    warm = np.setdiff1d(np.arange(train.n_items), cold)
+    fits = [TwoTowerMF(loss=loss, n_layers=0, epochs=e, num_threads=1).fit(train) for e in (1, 6)]
+    np.testing.assert_array_equal(fits[0].item_factors_[cold], fits[1].item_factors_[cold])
+    assert not np.allclose(fits[0].item_factors_[warm], fits[1].item_factors_[warm])
