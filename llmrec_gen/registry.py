@@ -34,12 +34,17 @@ METHODS: dict[str, str | type[Method]] = {
     "lightfm-hybrid": "llmrec_gen.recommenders.factorization:LightFMHybridRecommender",
     "bm25": "llmrec_gen.recommenders.content:BM25Recommender",
     "embedding": "llmrec_gen.recommenders.content:EmbeddingRecommender",
+    "ease": "llmrec_gen.recommenders.linear:EASE",
+    "sasrec": "llmrec_gen.recommenders.sequential:SASRec",
+    "id-mf": "llmrec_gen.recommenders.neural:TwoTowerMF",
     "global-mean": "llmrec_gen.recommenders.rating:GlobalMean",
     "user-mean": "llmrec_gen.recommenders.rating:UserMean",
     "item-mean": "llmrec_gen.recommenders.rating:ItemMean",
     "svd": "llmrec_gen.recommenders.rating:BiasedSVD",
     "llm": "llmrec_gen.llm.recommender:LLMRecommender",
     "llm-ranker": "llmrec_gen.llm.ranker:LLMRanker",
+    "llm-mf": "llmrec_gen.llm.features:LLMMF",
+    "llm-knn": "llmrec_gen.llm.features:LLMKNN",
 }
 """Method name -> ``"module:Class"`` (imported on first use) or the class itself."""
 

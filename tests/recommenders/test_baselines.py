@@ -24,7 +24,9 @@ from llmrec_gen.recommenders.popularity import PopularityRecommender, RandomReco
 from llmrec_gen.registry import build_method, method_class, names
 
 SLOW = {"embedding"}  # loads the real all-MiniLM-L6-v2 (once per session)
-BASELINES = [n for n in names(Capability.RANK) if n != "llm"]
+# llm*: tests/llm; sasrec trains a transformer: its contract runs in test_families.py, small
+OWN_TESTS = {"sasrec"}
+BASELINES = [n for n in names(Capability.RANK) if not n.startswith("llm") and n not in OWN_TESTS]
 
 
 def make_baseline(name: str, **params: Any) -> Any:
@@ -237,7 +239,7 @@ def test_factor_models_score_with_dot_products(block_data: Any):
 def test_registry_names_and_defaults():
     assert BASELINES == [
         "random", "popularity", "itemknn", "userknn", "als", "bpr",
-        "lightfm", "lightfm-hybrid", "bm25", "embedding",
+        "lightfm", "lightfm-hybrid", "bm25", "embedding", "ease", "id-mf",
     ]  # fmt: skip
     for name in BASELINES:
         cls = method_class(name)
