@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -456,6 +457,7 @@ def _hold_lock(run_dir: Path):
 
     proc = subprocess.Popen(
         [sys.executable, "-c", LOCK_HOLDER, str(run_dir)],
+        cwd=tempfile.gettempdir(),  # not the checkout: import the installed package
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -483,6 +485,7 @@ def test_a_second_process_on_the_same_run_directory_fails_naming_the_holder(data
     try:
         second = subprocess.run(
             [sys.executable, "-m", "llmrec_gen", "evaluate", "-c", str(config), "--no-progress"],
+            cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
@@ -498,6 +501,7 @@ def test_a_second_process_on_the_same_run_directory_fails_naming_the_holder(data
     # once the holder is gone the directory is free again
     third = subprocess.run(
         [sys.executable, "-m", "llmrec_gen", "evaluate", "-c", str(config), "--no-progress"],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,

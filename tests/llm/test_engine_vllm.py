@@ -156,14 +156,16 @@ def test_missing_vllm_is_a_one_line_engine_unavailable_error(monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_module_does_not_import_vllm_or_torch():
+def test_module_does_not_import_vllm_or_torch(tmp_path):
     import subprocess
 
     code = (
         "import sys, llmrec_gen.llm.engines.vllm, llmrec_gen.llm.engines.openai; "
         "print(any(m in sys.modules for m in ('vllm', 'torch', 'transformers')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 

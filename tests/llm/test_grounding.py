@@ -574,12 +574,12 @@ def test_missing_encoder_package_is_a_clear_error(
     Grounder(catalog, use_embeddings=False)  # still fine without the embedding step
 
 
-def test_modules_import_without_torch() -> None:
+def test_modules_import_without_torch(tmp_path) -> None:
     code = (
         "import sys, llmrec_gen.llm.grounding, llmrec_gen.embeddings; "
         "assert not {'torch', 'sentence_transformers'} & set(sys.modules)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -297,14 +297,16 @@ def test_constructors_validate_too():
         ALSRecommender(factors=0)
 
 
-def test_import_does_not_load_heavy_libraries():
+def test_import_does_not_load_heavy_libraries(tmp_path):
     code = (
         "import sys, llmrec_gen.registry as r\n"
         "[r.method_class(n) for n in r.names()]\n"
         "heavy = {'implicit', 'lightfm', 'torch', 'sentence_transformers', 'rank_bm25'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
