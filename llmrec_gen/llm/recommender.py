@@ -94,7 +94,8 @@ class LLMConfig(StrictModel):
     adapter: str | None = None  # LoRA: a PEFT dir, "bundled:<dataset>", or a served name (openai)
     engine: Literal["auto", "transformers", "vllm", "openai"] = "auto"  # inference backend
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # engine options (base_url, ...)
-    batch_size: int = Field(8, ge=1)  # users per generate call (and per evaluator checkpoint)
+    batch_size: int = Field(32, ge=1)  # users per generate call (and per evaluator checkpoint);
+    # on packed CPU passes up to 32 (beams) or 64 (greedy) of them are decoded together
     seed: int = 0  # seeds demonstrations and sampling
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)

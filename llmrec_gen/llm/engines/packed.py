@@ -100,14 +100,34 @@ class Segment:
     start: int
     stop: int
     kv_len: int  # keys it sees: columns 0..kv_len of its row (after this pass's writes)
-    mask: torch.Tensor  # additive (groups * rows, kv_len), rows repeated per query-head group
+    mask: torch.Tensor | None  # additive (groups * rows, kv_len), rows repeated per query-head
+    # group; None for a decode segment, which is attended in the pass's batched call
+    visible: torch.Tensor | None = None  # decode segment: bool (rows, kv_len)
+
+
+@dataclass
+class _Batched:
+    """All decode segments of a pass as one batched attention call over the KV buffers.
+
+    Query token ``tokens[j]`` (packed index) sits in slot ``slots[j] = row * width + t`` of a
+    ``(n_rows, width)`` grid; every buffer row ``0..n_rows`` is read as one batch (a view, no
+    copy), with an additive mask that lets each slot see exactly its segment's columns.
+    """
+
+    tokens: torch.Tensor  # (m,) packed indices of the batched query tokens
+    slots: torch.Tensor  # (m,) their slots in the (n_rows, width) grid
+    n_rows: int
+    width: int
+    kv_len: int
+    mask: torch.Tensor  # additive (n_rows, 1, groups * width, kv_len)
 
 
 @dataclass
 class _Plan:
-    segments: list[Segment]
+    segments: list[Segment]  # prompt segments, attended one call each
     write_rows: torch.Tensor  # (N,) KV row of each new token
     write_cols: torch.Tensor  # (N,) KV column of each new token
+    batched: _Batched | None = None  # the decode segments, attended in one call
 
 
 @dataclass
@@ -170,9 +190,10 @@ class TreeKV:
         import torch
 
         shape = (n_rows, geo.n_kv, length, geo.head_dim)
-        # Never read before written: a pass only sees columns its row has filled.
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(geo.n_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(geo.n_layers)]
+        # Zeroed, not empty: a batched decode call reads every row up to the longest segment,
+        # and a masked column must hold a finite number (NaN + -inf would poison the softmax).
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(geo.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(geo.n_layers)]
         self.device = device
         self.plan: _Plan | None = None
         self._prefix_valid = [0] * n_rows  # leading columns of each row equal to the prefix
@@ -232,28 +253,44 @@ def tree_attention(
     ``key``/``value`` (the pass's new tokens) are already in the :class:`TreeKV` buffers, which
     are read in place. Returns ``(1, N, H, d)`` as transformers expects.
     """
-    import torch
     import torch.nn.functional as F  # noqa: N812
 
     kv: TreeKV = kwargs["tree_kv"]
     plan = kv.plan
     assert plan is not None
     keys, values = kv.keys[module.layer_idx], kv.values[module.layer_idx]
-    n_heads, head_dim = query.shape[1], query.shape[3]
+    n_heads, n_tokens, head_dim = query.shape[1], query.shape[2], query.shape[3]
     n_kv = keys.shape[1]
-    outs = []
+    groups = n_heads // n_kv
+    out = query.new_empty(n_heads, n_tokens, head_dim)
     for seg in plan.segments:
         n = seg.stop - seg.start
-        q = query[0, :, seg.start : seg.stop].reshape(1, n_kv, (n_heads // n_kv) * n, head_dim)
-        out = F.scaled_dot_product_attention(
+        q = query[0, :, seg.start : seg.stop].reshape(1, n_kv, groups * n, head_dim)
+        part = F.scaled_dot_product_attention(
             q,
             keys[seg.row : seg.row + 1, :, : seg.kv_len],
             values[seg.row : seg.row + 1, :, : seg.kv_len],
             attn_mask=seg.mask,
             scale=scaling,
         )
-        outs.append(out.view(n_heads, n, head_dim))
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        out[:, seg.start : seg.stop] = part.view(n_heads, n, head_dim)
+    b = plan.batched
+    if b is not None:
+        # heads are kv-major (head h reads kv head h // groups): (H, N, d) -> (n_kv, G, N, d)
+        q_all = query[0].reshape(n_kv, groups, n_tokens, head_dim)
+        grid = query.new_zeros(n_kv, groups, b.n_rows * b.width, head_dim)
+        grid[:, :, b.slots] = q_all[:, :, b.tokens]
+        grid = grid.view(n_kv, groups, b.n_rows, b.width, head_dim).permute(2, 0, 1, 3, 4)
+        part = F.scaled_dot_product_attention(
+            grid.reshape(b.n_rows, n_kv, groups * b.width, head_dim),
+            keys[: b.n_rows, :, : b.kv_len],
+            values[: b.n_rows, :, : b.kv_len],
+            attn_mask=b.mask,
+            scale=scaling,
+        )
+        part = part.view(b.n_rows, n_kv, groups, b.width, head_dim).permute(1, 2, 0, 3, 4)
+        part = part.reshape(n_kv, groups, b.n_rows * b.width, head_dim)
+        out.view(n_kv, groups, n_tokens, head_dim)[:, :, b.tokens] = part[:, :, b.slots]
     return out.transpose(0, 1).unsqueeze(0), None
 
 
@@ -309,6 +346,39 @@ class Runner:
         out = out.repeat(self.groups, 1) if self.groups > 1 else out
         return out.to(self.device)
 
+    def batched(self, segments: list[Segment]) -> _Batched | None:
+        """One batched attention call for the decode ``segments`` (one per KV row), or None."""
+        import torch
+
+        if not segments:
+            return None
+        n_rows = max(s.row for s in segments) + 1
+        width = max(s.stop - s.start for s in segments)
+        kv_len = max(s.kv_len for s in segments)
+        visible = torch.zeros(n_rows, width, kv_len, dtype=torch.bool)
+        visible[:, :, 0] = True  # padding slots see one column (no all-masked row: no NaN)
+        tokens: list[int] = []
+        slots: list[int] = []
+        for s in segments:
+            n = s.stop - s.start
+            assert s.visible is not None
+            visible[s.row, :n, :] = False
+            visible[s.row, :n, : s.kv_len] = s.visible
+            tokens.extend(range(s.start, s.stop))
+            slots.extend(range(s.row * width, s.row * width + n))
+        mask = torch.zeros(visible.shape, dtype=self.dtype).masked_fill_(~visible, float("-inf"))
+        if self.groups > 1:
+            mask = mask.repeat(1, self.groups, 1)
+        dev = self.device
+        return _Batched(
+            torch.tensor(tokens, device=dev),
+            torch.tensor(slots, device=dev),
+            n_rows,
+            width,
+            kv_len,
+            mask.unsqueeze(1).to(dev),
+        )
+
     def causal(self, n_query: int, first_pos: int, kv_len: int) -> torch.Tensor:
         """Additive mask of ``n_query`` prompt tokens at ``first_pos..`` over keys ``:kv_len``."""
         import torch
@@ -322,7 +392,10 @@ class Runner:
 
         dev = self.device
         self.kv.plan = _Plan(
-            p.segments, torch.tensor(p.rows, device=dev), torch.tensor(p.cols, device=dev)
+            [s for s in p.segments if s.visible is None],
+            torch.tensor(p.rows, device=dev),
+            torch.tensor(p.cols, device=dev),
+            self.batched([s for s in p.segments if s.visible is not None]),
         )
         keep: int | torch.Tensor = 0
         if len(p.logits_at) != len(p.tokens):
@@ -407,8 +480,14 @@ class Pass:
         self.positions.extend(positions)
         self.rows.extend([row] * n)
         self.cols.extend(range(first_col, first_col + n))
-        mask = self.runner.additive(visible)
-        self.segments.append(Segment(row, begin, begin + n, visible.shape[1], mask))
+        # Single-token rows (greedy decoding) are attended in the pass's one batched call
+        # (measured 11 % faster for 16 prompts); a beam group keeps a call of its own (batching
+        # beam groups padded to the widest measured ~20 % slower).
+        if n == 1 and not any(s.row == row and s.visible is not None for s in self.segments):
+            self.segments.append(Segment(row, begin, begin + n, visible.shape[1], None, visible))
+        else:
+            mask = self.runner.additive(visible)
+            self.segments.append(Segment(row, begin, begin + n, visible.shape[1], mask))
         first = len(self.logits_at)
         self.logits_at.extend(range(begin, begin + n))
         return list(range(first, first + n))
