@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmrec_gen.config import StrictModel
 from llmrec_gen.data.train_data import TrainData
@@ -79,12 +79,14 @@ class DecodingConfig(StrictModel):
     repetition_penalty: float = Field(1.0, gt=0)  # > 1 discourages looping on one title
     n_titles: int | None = Field(None, ge=1)  # titles to generate (None: k); with full-ranking
     # grounding a fixed 10-20 keeps the cost independent of how deep the ranking is read
-    score: Literal["mean", "sum"] = "mean"  # constrained beam score: mean token log-prob
-    # (length-normalised) or "sum" (D3: no length normalisation, no bonus for long titles)
+    score: Literal["mean", "sum"] = "sum"  # constrained beam score: "sum" of token log-probs
+    # (D3: no length normalisation) or "mean" (length-normalised; the old default, which favours
+    # titles whose later tokens are near-certain, e.g. digit-leading ones)
     prior_weight: float = Field(0.0, ge=0)  # constrained: weight of the CF prior (D3 logit
-    # bias, set with `prior:` in a method spec); choose on the validation target, 0.1-2
-    calibration: float = Field(0.0, ge=0)  # constrained: λ of domain-conditional PMI, score -
-    # λ · log p(title | content-free prompt); 1 = PMI, 0 = off; use with score "sum"
+    # bias, set with `prior:` in a method spec); choose on the validation target, 1-8
+    calibration: float = Field(1.0, ge=0)  # constrained: λ of domain-conditional PMI, score -
+    # λ · log p(title | content-free prompt); 1 = PMI (default: without it 55 % of zero-shot
+    # top-10 titles start with a digit against 0.7 % of the catalogue), 0 = off
 
 
 class LLMConfig(StrictModel):
@@ -100,6 +102,22 @@ class LLMConfig(StrictModel):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     decoding: DecodingConfig = Field(default_factory=DecodingConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+
+    @model_validator(mode="after")
+    def _server_decoding(self) -> LLMConfig:
+        """An OpenAI-compatible server decodes constrained answers itself (a structured choice):
+        it gives no token log-probabilities to calibrate or sum, so unless ``decoding.score`` /
+        ``decoding.calibration`` are set explicitly they default to ``mean`` / ``0`` there."""
+        if self.engine == "openai":
+            d = self.decoding
+            update = {
+                name: value
+                for name, value in (("score", "mean"), ("calibration", 0.0))
+                if name not in d.model_fields_set
+            }
+            if update:
+                object.__setattr__(self, "decoding", d.model_copy(update=update))
+        return self
 
 
 def parse_rating(text: str) -> float | None:

@@ -261,7 +261,12 @@ def test_llm_recommender_constrained_through_the_server(block_data, server, tiny
     server.requests.clear()
     remote = llm("openai", "tiny", engine_kwargs={"base_url": server.url}).fit(train)
     recs = remote.recommend(users, k=3)
-    local = llm("transformers", str(tiny_model_dir)).fit(train).recommend(users, k=1)
+    # The server decodes with a structured choice (no log-probs to sum or calibrate), so the
+    # openai engine defaults to score "mean", calibration 0; the local reference does the same.
+    assert remote.config.decoding.score == "mean" and remote.config.decoding.calibration == 0
+    local = llm("transformers", str(tiny_model_dir))
+    local.config.decoding = remote.config.decoding
+    local = local.fit(train).recommend(users, k=1)
     for u, items, details, best in zip(
         users, recs.item_ids, recs.details, local.item_ids, strict=True
     ):

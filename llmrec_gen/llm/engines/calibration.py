@@ -94,3 +94,88 @@ def content_free_logprobs(
                     )
                     out[nodes[1:]] = tail[:, 0].cpu().numpy()
     return out
+
+
+def packed_content_free_logprobs(
+    model: Any, prompt_ids: Sequence[int], trie: TitleTrie, chunk: int = 512
+) -> np.ndarray:
+    """The same values as :func:`content_free_logprobs`, each trie node computed once.
+
+    The prompt is encoded once into one KV row; then the trie's nodes, in depth-first order, go
+    through packed passes of about ``chunk`` tokens written after the prompt, each node seeing
+    the prompt, its ancestors and itself (tree attention; a chunk starts with the ancestors of
+    its first node, the only ones it can lack). A node's logits give its children's
+    log-probabilities. Needs a model that packed passes support
+    (:mod:`~llmrec_gen.llm.engines.packed`); about 3x faster than teacher-forcing every title
+    for ML-100k's catalogue, which shares many prefixes.
+    """
+    import torch
+
+    from llmrec_gen.llm.engines.packed import Pass, Runner, TreeKV, geometry, tree_attention_enabled
+
+    base = getattr(trie, "base", trie)
+    n_nodes = base.n_nodes
+    token_of = np.zeros(n_nodes, dtype=np.int64)
+    for kids in base._children:
+        for tok, child in kids.items():
+            token_of[child] = tok
+    order: list[int] = []  # depth-first preorder, root excluded
+    stack = [c for _, c in sorted(base._children[0].items(), reverse=True)]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(c for _, c in sorted(base._children[node].items(), reverse=True))
+    depth = np.zeros(n_nodes, dtype=np.int64)
+    for node in order:
+        depth[node] = depth[base.parent(node)] + 1
+    out = np.zeros(n_nodes, dtype=np.float32)
+    ids = [int(t) for t in prompt_ids]
+    n_prompt = len(ids)
+    geo = geometry(model)
+    param = next(model.parameters())
+    max_depth = int(depth.max()) if order else 0
+    kv = TreeKV(geo, 1, n_prompt + chunk + max_depth, param.dtype, param.device)
+    runner = Runner(model, kv, geo)
+
+    def write(node_rows: list[int], logprobs: torch.Tensor) -> None:
+        pairs = [
+            (r, tok, child)
+            for r, n in enumerate(node_rows)
+            for tok, child in base._children[n].items()
+        ]
+        if pairs:
+            rows = torch.tensor([p[0] for p in pairs])
+            toks = torch.tensor([p[1] for p in pairs])
+            out[[p[2] for p in pairs]] = logprobs[rows, toks].cpu().numpy()
+
+    with torch.inference_mode(), tree_attention_enabled(model):
+        first = Pass(runner)
+        first.add_prompt(ids, 0, 0, 128)
+        write([0], torch.log_softmax(first.run()[-1:], dim=-1))
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            context: list[int] = []
+            n = base.parent(part[0])
+            while n > 0:
+                context.append(n)
+                n = base.parent(n)
+            rows = context[::-1] + part
+            local = {node: j for j, node in enumerate(rows)}
+            visible = torch.zeros(len(rows), n_prompt + len(rows), dtype=torch.bool)
+            visible[:, :n_prompt] = True
+            for j, node in enumerate(rows):
+                parent = local.get(base.parent(node))
+                if parent is not None:
+                    visible[j] = visible[parent]
+                visible[j, n_prompt + j] = True
+            step = Pass(runner)
+            step.add_rows(
+                0,
+                token_of[rows].tolist(),
+                (n_prompt + depth[rows] - 1).tolist(),
+                n_prompt,
+                visible,
+            )
+            logits = step.run()[len(context) :]
+            write(part, torch.log_softmax(logits, dim=-1))
+    return out

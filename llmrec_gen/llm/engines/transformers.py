@@ -110,7 +110,6 @@ class TransformersEngine(LocalEngine):
         # Our settings only: generate() fills every unset field from the model's config.
         self._base.generation_config = self._generation_config()
         self._model: Any = self._base  # becomes a PeftModel once an adapter is loaded
-        self._content_free: dict[tuple, tuple[Any, np.ndarray]] = {}
         self._adapters: dict[str, str] = {}  # resolved adapter dir -> PEFT adapter name
         self._owner: str | None = None  # the active adapter's directory (what the KV depends on)
         self._stop_ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # stop strings -> token ids
@@ -376,31 +375,19 @@ class TransformersEngine(LocalEngine):
         return self._stop_ids[key]
 
     # ------------------------------------------------------------------ constrained decoding
-    def content_free_bias(
-        self,
-        prompt: Prompt,
-        allowed: Sequence[str],
-        k: int,
-        adapter: AdapterRef | None = None,
-    ) -> tuple[TitleTrie, np.ndarray]:
-        """The catalogue trie and the per-node log-probabilities of its edges after a
-        content-free ``prompt`` (see :mod:`~llmrec_gen.llm.engines.calibration`); cached per
-        trie, prompt and adapter.
+    def _content_free_logprobs(
+        self, prompt_ids: Sequence[int], trie: TitleTrie, adapter: AdapterRef | None
+    ) -> np.ndarray:
+        """Content-free edge log-probabilities (:mod:`~llmrec_gen.llm.engines.calibration`)."""
+        from llmrec_gen.llm.engines.calibration import (
+            content_free_logprobs,
+            packed_content_free_logprobs,
+        )
 
-        The trie is the one :meth:`generate_constrained` uses for prompts that end like
-        ``prompt`` (same tokenization anchor) with these ``allowed`` titles.
-        """
-        from llmrec_gen.llm.engines.calibration import content_free_logprobs
-
-        encoded, tries = self.title_tries([prompt], [allowed], k)
-        base = tries[0].base
-        key = (id(base), tuple(encoded[0]), adapter)
-        hit = self._content_free.get(key)
-        if hit is None or hit[0] is not base:
-            with self._use_adapter(adapter):
-                values = content_free_logprobs(self._model, encoded[0], base, device=self.device)
-            hit = self._content_free[key] = (base, values)
-        return hit
+        with self._use_adapter(adapter):
+            if self.packed_ok():
+                return packed_content_free_logprobs(self._model, prompt_ids, trie)
+            return content_free_logprobs(self._model, prompt_ids, trie, device=self.device)
 
     def generate_constrained(
         self,

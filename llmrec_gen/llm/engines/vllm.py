@@ -45,14 +45,24 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from llmrec_gen.errors import ConfigError, EngineUnavailableError
 from llmrec_gen.llm.adapters import AdapterRef
 from llmrec_gen.llm.engines.base import ConstrainedGeneration, Generation, GenerationParams, Prompt
 from llmrec_gen.llm.engines.constrained import TitleTrie
 from llmrec_gen.llm.engines.local import LocalEngine
+from llmrec_gen.llm.engines.trie_beam import (
+    BeamState,
+    Bias,
+    BiasFn,
+    ScoreMode,
+    as_bias_fn,
+    length_penalty_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -290,18 +300,20 @@ class VLLMEngine(LocalEngine):
         allowed: Sequence[Sequence[str]],
         k: int,
         adapter: AdapterRef | None = None,
+        *,
+        bias: Bias = None,
+        score: ScoreMode = "mean",
     ) -> list[ConstrainedGeneration]:
         """Beam search restricted to ``allowed[i]`` titles for prompt ``i``; top-``k`` each.
 
-        The transformers engine's algorithm (Hugging Face beam search with ``num_beams = k``,
-        ``length_penalty=1.0``, its early-stopping heuristic) over a
+        The transformers engine's search (:class:`~llmrec_gen.llm.engines.trie_beam.BeamState`:
+        Hugging Face beam search with ``num_beams = k``, its early-stopping heuristic) over a
         :class:`~llmrec_gen.llm.engines.constrained.TitleTrie` of the allowed titles (each followed
         by EOS), run one token step at a time for all prompts and beams in one batched vLLM call:
         each live beam is a request ``prompt + beam tokens`` for one token with
         ``logprob_token_ids`` = the trie's allowed next tokens, which returns their exact
         log-probabilities (prefix caching makes re-sending the prompt cheap). Every title is one
-        of the allowed titles, titles are distinct, and scores are the sum of token
-        log-probabilities divided by the number of generated tokens, EOS included.
+        of the allowed titles and titles are distinct.
 
         Args:
             prompts: plain strings or chat-message lists.
@@ -309,52 +321,54 @@ class VLLMEngine(LocalEngine):
             k: titles to return per prompt (fewer only if fewer titles are allowed).
             adapter: LoRA adapter directory, served with ``LoRARequest`` (``None``: the
                 engine's default adapter, if any, else the base model).
+            bias: additive log-probability bias per allowed token (a per-trie-node array, one
+                per prompt, or a callable; see :data:`~llmrec_gen.llm.engines.trie_beam.Bias`),
+                e.g. a CF prior or a content-free calibration.
+            score: ``"mean"`` (sum of token log-probabilities / generated tokens, EOS included)
+                or ``"sum"`` (no length normalisation).
 
         Returns:
             One :class:`ConstrainedGeneration` per prompt, best title first.
 
         Raises:
-            ConfigError: ``k < 1`` or ``allowed`` does not match ``prompts`` in length.
+            ConfigError: ``k < 1``, an unknown ``score``, or ``allowed`` does not match
+                ``prompts`` in length.
             ModelNotFoundError: the adapter directory does not exist.
         """
+        if score not in ("mean", "sum"):
+            raise ConfigError(f"score must be 'mean' or 'sum', got {score!r}")
         encoded, tries = self.title_tries(prompts, allowed, k)
         lora = self._lora_request(adapter)
+        penalty = length_penalty_of(score)
         states = [
-            _BeamState(ids, trie, width=min(k, len(trie)))
-            for ids, trie in zip(encoded, tries, strict=True)
+            BeamState(trie, k, len(self._eos_ids), penalty, index=i) for i, trie in enumerate(tries)
         ]
-        self._trie_beam_search(states, lora)
+        self._trie_beam_search(encoded, states, lora, as_bias_fn(bias, len(states)))
+        return [
+            ConstrainedGeneration([str(h.label) for h in hits], [h.score for h in hits])
+            for hits in (state.results() for state in states)
+        ]
 
-        results = []
-        for state in states:
-            titles: list[str] = []
-            scores: list[float] = []
-            for score, tokens in sorted(state.finished, key=lambda f: -f[0]):
-                title = state.trie.lookup(tokens)
-                if title is None or str(title) in titles:
-                    continue
-                titles.append(str(title))
-                scores.append(score)
-            results.append(ConstrainedGeneration(titles, scores))
-        return results
-
-    def _trie_beam_search(self, states: list[_BeamState], lora: Any) -> None:
+    def _trie_beam_search(
+        self, encoded: list[list[int]], states: list[BeamState], lora: Any, bias: BiasFn | None
+    ) -> None:
         """Advance every prompt's beams one token per batched vLLM call until all are done."""
+        import numpy as np
         from vllm import SamplingParams
 
-        n_eos = len(self._eos_ids)
-        step = 0
+        eos = frozenset(self._eos_ids)
         while True:
-            active = [s for s in states if not s.done]
+            active = [(ids, s) for ids, s in zip(encoded, states, strict=True) if not s.done]
             if not active:
                 return
             inputs, params, owners = [], [], []
-            for state in active:
-                for beam, (tokens, _) in enumerate(state.running):
-                    children = state.trie.allowed(tokens)
+            for n, (ids, state) in enumerate(active):
+                beam_of, toks, _parents, _nodes = state.expand()
+                for b, beam in enumerate(state.running):
+                    children = [t for t, o in zip(toks, beam_of, strict=True) if o == b]
                     for start in range(0, len(children), _MAX_LOGPROB_TOKEN_IDS):
                         chunk = children[start : start + _MAX_LOGPROB_TOKEN_IDS]
-                        inputs.append({"prompt_token_ids": state.prompt_ids + list(tokens)})
+                        inputs.append({"prompt_token_ids": ids + list(beam.tokens)})
                         params.append(
                             SamplingParams(
                                 max_tokens=1,
@@ -363,19 +377,56 @@ class VLLMEngine(LocalEngine):
                                 detokenize=False,
                             )
                         )
-                        owners.append((state, beam, chunk))
+                        owners.append((n, b, chunk))
             outs = self.llm.generate(
                 inputs, params, lora_request=[lora] * len(inputs), use_tqdm=False
             )
-            candidates: dict[int, list[tuple[float, tuple[int, ...]]]] = {id(s): [] for s in active}
-            for (state, beam, chunk), out in zip(owners, outs, strict=True):
-                tokens, score = state.running[beam]
+            found: list[dict[tuple[int, int], float]] = [{} for _ in active]
+            for (n, b, chunk), out in zip(owners, outs, strict=True):
                 logprobs = out.outputs[0].logprobs[0]
                 for tid in chunk:
-                    candidates[id(state)].append((score + logprobs[tid].logprob, (*tokens, tid)))
-            step += 1
-            for state in active:
-                state.advance(candidates[id(state)], step, max(2, 1 + n_eos), self._eos_ids)
+                    found[n][(b, tid)] = logprobs[tid].logprob
+            for n, (_, state) in enumerate(active):
+                beam_of, toks, parents, nodes = state._cand  # type: ignore[misc]
+                lp = np.asarray(
+                    [found[n][(b, t)] for b, t in zip(beam_of, toks, strict=True)],
+                    dtype=np.float32,
+                )
+                extra = None
+                if bias is not None:
+                    extra = bias(
+                        state.index,
+                        np.asarray(parents, dtype=np.int64),
+                        np.asarray(nodes, dtype=np.int64),
+                        np.asarray(toks, dtype=np.int64),
+                    )
+                state.advance(lp, eos, extra)
+
+    def _content_free_logprobs(
+        self, prompt_ids: Sequence[int], trie: TitleTrie, adapter: AdapterRef | None
+    ) -> np.ndarray:
+        """Content-free edge log-probabilities (as the transformers engine's): one request per
+        title, ``prompt + title tokens``, reading vLLM's ``prompt_logprobs``."""
+        import numpy as np
+        from vllm import SamplingParams
+
+        from llmrec_gen.llm.engines.calibration import title_token_paths
+
+        ids = list(prompt_ids)
+        paths = [p for p in title_token_paths(trie) if p[0]]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+        outs = self.llm.generate(
+            [{"prompt_token_ids": ids + toks} for toks, _ in paths],
+            params,
+            lora_request=self._lora_request(adapter),
+            use_tqdm=False,
+        )
+        values = np.zeros(trie.n_nodes, dtype=np.float32)
+        for (toks, nodes), out in zip(paths, outs, strict=True):
+            got = out.prompt_logprobs[len(ids) :]
+            for tok, node, entry in zip(toks, nodes, got, strict=True):
+                values[node] = entry[tok].logprob
+        return values
 
     def close(self) -> None:
         """Shut down vLLM's engine processes and drop the model. Safe to call twice."""
@@ -392,47 +443,3 @@ class VLLMEngine(LocalEngine):
         import gc
 
         gc.collect()
-
-
-@dataclass
-class _BeamState:
-    """One prompt's Hugging Face-style beam search state over a title trie."""
-
-    prompt_ids: list[int]
-    trie: TitleTrie
-    width: int
-    running: list[tuple[tuple[int, ...], float]] = field(default_factory=lambda: [((), 0.0)])
-    finished: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
-    done: bool = False
-
-    def __post_init__(self) -> None:
-        self.done = self.width < 1
-
-    def advance(
-        self,
-        candidates: list[tuple[float, tuple[int, ...]]],
-        length: int,
-        keep_factor: int,
-        eos_ids: Sequence[int],
-    ) -> None:
-        """Apply one step's scored continuations (``transformers.generation.utils._beam_search``).
-
-        Args:
-            candidates: ``(sum of log-probs, tokens)`` for every allowed continuation of every beam.
-            length: generated tokens so far, this step's included.
-            keep_factor: HF keeps ``max(2, 1 + n_eos) * num_beams`` candidates per step.
-            eos_ids: tokens that end a sequence.
-        """
-        width = self.width
-        top = sorted(candidates, key=lambda c: -c[0])[: keep_factor * width]
-        at_max = length >= self.trie.max_length
-        ended = [at_max or c[1][-1] in eos_ids for c in top]
-        for rank, (cand, end) in enumerate(zip(top, ended, strict=True)):
-            if end and rank < width:  # only the top num_beams candidates may finish
-                self.finished.append((cand[0] / length, cand[1]))
-        self.finished = sorted(self.finished, key=lambda f: -f[0])[:width]
-        self.running = [(c[1], c[0]) for c, end in zip(top, ended, strict=True) if not end][:width]
-        if not self.running:
-            self.done = True
-        elif len(self.finished) == width and self.running[0][1] / length <= self.finished[-1][0]:
-            self.done = True  # HF's early_stopping=False heuristic: no running beam can improve
