@@ -87,17 +87,23 @@ def resolve_encoder_dir(name: str = DEFAULT_ENCODER) -> Path:
 
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' own progress bars ("Loading weights") while loading a model.
+    """Silence transformers' own progress bars ("Loading weights") and its deprecation noise
+    while loading a model.
 
     llmrec-gen reports loading itself; the bars would bypass ``--no-progress`` and clutter logs.
     Used for every model load (encoders here, language models in :mod:`llmrec_gen.llm`).
     """
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            # PEFT still calls transformers' deprecated `is_gradient_checkpointing` on load
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            yield
     finally:
         if enabled:
             hf_logging.enable_progress_bar()

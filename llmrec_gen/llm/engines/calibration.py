@@ -73,7 +73,7 @@ def content_free_logprobs(
     with torch.inference_mode():
         ids = torch.tensor([list(prompt_ids)], device=device)
         first = model(input_ids=ids, use_cache=True)
-        cache = first.past_key_values
+        cache = getattr(first, "cache", None) or first.past_key_values
         last = torch.log_softmax(first.logits[0, -1].float(), -1)
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]

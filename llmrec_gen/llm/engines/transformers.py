@@ -157,8 +157,11 @@ class TransformersEngine(LocalEngine):
 
         check_targets(adapter, {n.rsplit(".", 1)[-1] for n, _ in self._base.named_modules()})
         name = f"adapter_{len(self._adapters)}"
+        from llmrec_gen.llm.models import quiet_transformers
+
         if not self._adapters:
-            self._model = PeftModel.from_pretrained(self._base, key, adapter_name=name)
+            with quiet_transformers():
+                self._model = PeftModel.from_pretrained(self._base, key, adapter_name=name)
         else:
             self._model.load_adapter(key, adapter_name=name)
         self._model.eval()

@@ -218,7 +218,10 @@ def train_sft(
     device = pick_device("auto")
     compute_dtype = pick_dtype(device, config.dtype)
     if device == "cpu" and compute_dtype != torch.float32:
-        log.warning("%s on CPU is emulated and ~10x slower than float32", compute_dtype)
+        from llmrec_gen.llm.models import cpu_features
+
+        if compute_dtype != torch.bfloat16 or not cpu_features().native_bf16:
+            log.warning("%s on this CPU is emulated and ~10x slower than float32", compute_dtype)
 
     train_rows, valid_rows = prepare_data(config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
