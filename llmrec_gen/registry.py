@@ -45,6 +45,7 @@ METHODS: dict[str, str | type[Method]] = {
     "llm-ranker": "llmrec_gen.llm.ranker:LLMRanker",
     "llm-mf": "llmrec_gen.llm.features:LLMMF",
     "llm-knn": "llmrec_gen.llm.features:LLMKNN",
+    "lightfm-llm": "llmrec_gen.llm.features:LightFMLM",
     "llm-rating": "llmrec_gen.llm.rating_encoder:LLMRatingRegressor",
 }
 """Method name -> ``"module:Class"`` (imported on first use) or the class itself."""

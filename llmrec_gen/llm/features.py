@@ -11,6 +11,9 @@ disk); the vectors then feed a CF model that learns the users:
 - ``llm-knn`` (:class:`LLMKNN`): no training; a user's vector is the recency-weighted mean of
   their history's item vectors and ``score = cosine(user, item)`` (the ``embedding`` baseline
   generalised to any encoder).
+- ``lightfm-llm`` (:class:`LightFMLM`): LightFM WARP whose item features are the LM vectors
+  (reduced by PCA), added to ``lightfm-hybrid``'s genre/decade/title-word features or replacing
+  them (the item identity feature is kept either way); ``lightfm-hybrid`` is its twin.
 
 Decoder hidden states share a large common direction, so vectors are centred on the catalogue
 mean and scaled to unit length before use (``center``; off keeps only the unit scaling). Items
@@ -18,6 +21,8 @@ without interactions still get a text vector, so both methods rank cold items.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +39,8 @@ from llmrec_gen.llm.encoders import (
     standardize,
 )
 from llmrec_gen.recommenders.base import RANKER, Capability, ScoringRecommender
+from llmrec_gen.recommenders.factorization import LightFMHybridConfig, LightFMHybridRecommender
+from llmrec_gen.recommenders.item_features import lightfm_item_features
 from llmrec_gen.recommenders.neural import TwoTowerConfig, TwoTowerMF
 
 FEATURE_CAPABILITIES = RANKER | {Capability.CONTENT_DIGEST}
@@ -117,3 +124,40 @@ class LLMKNN(ScoringRecommender):
     def content_digest(self) -> str:
         """The encoder's file fingerprint (a changed model never reuses saved lists)."""
         return _encoder_digest(self.config.encoder)
+
+
+class LightFMLMConfig(LightFMHybridConfig):
+    """Hyperparameters of :class:`LightFMLM`: those of ``lightfm-hybrid`` plus the LM features."""
+
+    encoder: EncoderSpec = Field(default_factory=EncoderSpec)  # which LM turns text into vectors
+    mode: Literal["add", "replace"] = "add"  # LM features next to the genre/decade/title-word
+    # features, or instead of them (the identity feature stays)
+    components: int = Field(32, ge=1)  # PCA dimensions kept; 16-64 (each costs LightFM time)
+    weight: float = Field(1.0, gt=0)  # scale of the LM features (L2 norm weight/√components per
+    # item; the other features of an item sum to 1); 0.5-4
+
+
+class LightFMLM(LightFMHybridRecommender):
+    """LightFM with LM item vectors as item features (module docstring)."""
+
+    name = "lightfm-llm"
+    config_class = LightFMLMConfig
+    capabilities = FEATURE_CAPABILITIES
+
+    def content_digest(self) -> str:
+        """The encoder's files (a replaced model gives other vectors)."""
+        return _encoder_digest(self.config.encoder)
+
+    def _item_features(self, train: TrainData) -> sp.csr_matrix:
+        c = self.config
+        vecs = text_vectors(train, c.encoder, center=True)
+        k = min(c.components, *vecs.shape)
+        _, _, vt = np.linalg.svd(vecs - vecs.mean(axis=0), full_matrices=False)
+        lm = vecs @ vt[:k].T
+        lm /= np.maximum(np.linalg.norm(lm, axis=1, keepdims=True), 1e-12)
+        lm = sp.csr_matrix(c.weight * lm / np.sqrt(k), dtype=np.float32)
+        if c.mode == "add":
+            others = lightfm_item_features(train.catalog)
+        else:
+            others = sp.identity(train.n_items, dtype=np.float32, format="csr")
+        return sp.csr_matrix(sp.hstack([others, lm]), dtype=np.float32)

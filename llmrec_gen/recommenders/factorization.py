@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field
 
 from llmrec_gen.config import StrictModel
@@ -169,7 +170,7 @@ class LightFMRecommender(FactorModel):
             max_sampled=c.max_sampled,
             random_state=c.seed,
         )
-        features = lightfm_item_features(train.catalog) if self.hybrid else None
+        features = self._item_features(train)
         model.fit(
             train.matrix.tocoo(), item_features=features, epochs=c.epochs, num_threads=c.num_threads
         )
@@ -177,6 +178,10 @@ class LightFMRecommender(FactorModel):
         _, user_repr = model.get_user_representations()
         self._store(train, user_repr, item_repr)
         self.item_bias_ = np.asarray(item_bias, dtype=np.float32)
+
+    def _item_features(self, train: TrainData) -> sp.csr_matrix | None:
+        """LightFM's item-feature matrix (rows in item-index order), or None for pure CF."""
+        return lightfm_item_features(train.catalog) if self.hybrid else None
 
 
 class LightFMHybridRecommender(LightFMRecommender):

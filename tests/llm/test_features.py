@@ -16,8 +16,9 @@ from conformance import RecommenderConformance
 from llmrec_gen.errors import DataError, ModelNotFoundError
 from llmrec_gen.llm import encoders
 from llmrec_gen.llm.encoders import EncoderSpec, cache_path, item_texts, item_vectors
-from llmrec_gen.llm.features import LLMKNN, LLMMF, text_vectors
+from llmrec_gen.llm.features import LLMKNN, LLMMF, LightFMLM, text_vectors
 from llmrec_gen.recommenders.base import Capability
+from llmrec_gen.recommenders.item_features import lightfm_item_features
 from llmrec_gen.registry import build_method
 
 
@@ -121,8 +122,28 @@ class TestLLMKNNConformance(RecommenderConformance):
         return lambda: LLMKNN(encoder=tiny_spec(tiny_model_dir))
 
 
+class TestLightFMLMConformance(RecommenderConformance):
+    @pytest.fixture
+    def make_recommender(self, tiny_model_dir: Path) -> Any:
+        return lambda: LightFMLM(encoder=tiny_spec(tiny_model_dir), components=8, epochs=5)
+
+
+def test_lightfm_llm_features_add_to_or_replace_the_content_features(
+    block_data: Any, tiny_model_dir: Path
+):
+    train = block_data.train
+    spec = tiny_spec(tiny_model_dir)
+    added = LightFMLM(encoder=spec, components=8)._item_features(train)
+    replaced = LightFMLM(encoder=spec, components=8, mode="replace")._item_features(train)
+    content = lightfm_item_features(train.catalog)
+    assert added.shape == (train.n_items, content.shape[1] + 8)
+    assert replaced.shape == (train.n_items, train.n_items + 8)
+    np.testing.assert_allclose(added[:, -8:].toarray(), replaced[:, -8:].toarray())
+    assert np.count_nonzero(added[:, -8:].toarray()) > 0
+
+
 def test_registry_builds_both_with_a_content_digest(tiny_model_dir: Path):
-    for name in ("llm-mf", "llm-knn"):
+    for name in ("llm-mf", "llm-knn", "lightfm-llm"):
         rec = build_method({"type": name, "params": {"encoder": tiny_spec(tiny_model_dir)}})
         assert rec.name == name and rec.has(Capability.CONTENT_DIGEST)
         assert rec.content_digest().startswith("tiny-llama")
