@@ -24,8 +24,9 @@ from llmrec_gen.recommenders.popularity import PopularityRecommender, RandomReco
 from llmrec_gen.registry import build_method, method_class, names
 
 SLOW = {"embedding"}  # loads the real all-MiniLM-L6-v2 (once per session)
-# llm*: tests/llm; sasrec trains a transformer: its contract runs in test_families.py, small
-OWN_TESTS = {"sasrec"}
+# llm*: tests/llm; sasrec trains a transformer: its contract runs in test_families.py, small;
+# lightfm-llm needs an LM encoder: its contract runs in tests/llm/test_features.py (tiny model)
+OWN_TESTS = {"sasrec", "lightfm-llm"}
 BASELINES = [n for n in names(Capability.RANK) if not n.startswith("llm") and n not in OWN_TESTS]
 
 
