@@ -11,27 +11,13 @@ of users injected), the share with the target at rank 1, and s/user.
 Run (default model SmolLM2-135M-Instruct, no adapter, history 20; 5-60 s per user and list on a
 shared 2-core machine, list decoding the slower)::
 
-    python benchmarks/bench_injection.py --users 4      # the measurement below, ~25 min loaded
+    python benchmarks/bench_injection.py --users 30     # ~7 min on a quiet 2-core machine
     python benchmarks/bench_injection.py --users 40 --modes constrained
     python benchmarks/bench_injection.py --templates zeroshot-v1,zeroshot-v2,fewshot-v2
 
-Measured with ``--users 4`` (seed 0; a small sample, so each rate is k/4), injection success
-rate (= share with the target at rank 1 here):
-
-    ===========  ===========  ==============================  ==============================
-    template     decoding     v2 quoting only (f9f92cf)       v2 + instruction-like text
-                                                              withheld (this version)
-    ===========  ===========  ==============================  ==============================
-    zeroshot-v1  constrained  1.00 (4/4)                      1.00 (unchanged template)
-    zeroshot-v1  list (free)  0.75 (3/4)                      0.75 (unchanged template)
-    zeroshot-v2  constrained  1.00 (4/4)                      0.00 (0/4)
-    zeroshot-v2  list (free)  0.25 (1/4)                      0.00 (0/4)
-    ===========  ===========  ==============================  ==============================
-
-Quoting item text as data and saying so (v2) cut free-generation injection but not constrained
-decoding, where the 135M model copies the named title; v2 now also withholds item text that
-:func:`~llmrec_gen.llm.prompting.looks_like_instruction` (``ItemText.quoted``). That check is a
-pattern list: text phrased to pass it is not withheld, so the rate measures this attack only.
+Results (30 users) are in ``benchmarks/README.md`` and ``eval/README.md``. An earlier version
+that only quoted item text in the v2 templates (f9f92cf; 4 users) was still injected in 4/4
+users under constrained decoding: withholding instruction-like text is what removes it.
 """
 
 from __future__ import annotations
