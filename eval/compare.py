@@ -6,7 +6,7 @@ averaged over split seeds, 95 % percentile bootstrap CI of the mean difference a
 two-sided paired-bootstrap p, 10 000 user resamples, seed 0; its smallest value is
 1/10 001) and prints a Markdown table:
 
-    python eval/compare.py runs/ml100k-generative-c8633715 --metric NDCG@10 \
+    python eval/compare.py runs/ml100k-generative-c8633715 --metric NDCG@10 [--cohort tail-target] \
         "llm-free (full ranking + ALS)|als" "llm-ranker over ALS top-20 (zero-shot)|als"
 """
 
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("pairs", nargs="+", help='"method A|method B" (tests A - B)')
     ap.add_argument("--metric", default="NDCG@10")
     ap.add_argument("--resamples", type=int, default=10_000)
+    ap.add_argument("--cohort", help="only the users of this cohort (e.g. cold-item-target)")
     args = ap.parse_args(argv)
     path = args.run_dir / "per_user.csv"
     if not path.is_file():
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.metric not in per_user.columns:
         print(f"error: no metric {args.metric!r} in {path}", file=sys.stderr)
         return 2
+    if args.cohort:
+        column = f"cohort:{args.cohort}"
+        if column not in per_user.columns:
+            print(f"error: no cohort {args.cohort!r} in {path}", file=sys.stderr)
+            return 2
+        per_user = per_user[per_user[column].astype(bool)]
     table = per_user.groupby(["method", "user"])[args.metric].mean().unstack(0)
     print(f"| method | vs | Δ {args.metric} | 95 % CI | p (paired bootstrap) | users |")
     print("|---|---|---|---|---|---|")
