@@ -20,18 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def matmul_gflops(dtype: str, n: int = 2048, reps: int = 5) -> float:
-    """GFLOP/s of an ``n x n`` matmul in ``dtype`` with the current torch threads."""
-    import torch
-
-    a = torch.randn(n, n, dtype=getattr(torch, dtype))
-    b = torch.randn(n, n, dtype=getattr(torch, dtype))
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+from bench_llm_recommend import matmul_gflops  # same folder: the one ceiling measurement
 
 
 def run(dtype: str, steps: int, out: Path) -> dict[str, Any]:
@@ -92,7 +81,7 @@ def main() -> None:
     per_step: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in dtypes:
-            ceiling = matmul_gflops(dtype)
+            ceiling = matmul_gflops(dtype=dtype)
             r = run(dtype, max(2, args.steps), Path(tmp))
             t = r["times"][1:] or r["times"]
             n_tok = r["tokens"][1:] or r["tokens"]
